@@ -1,0 +1,284 @@
+"""One typed settings object, read from keyword arguments, the environment, a YAML file.
+
+Precedence: keyword arguments > environment > YAML file > defaults. Environment variables
+are the standard ``OTEL_*`` ones where OpenTelemetry defines one, and ``NETHICAL_OTEL_<KEY>``
+for every key (so a deployment can set anything without a file). An unknown YAML key or
+``NETHICAL_OTEL_*`` variable, or a value that does not parse, is a ``ConfigError`` naming
+the key and where it came from.
+
+Each field's ``metadata`` carries its help text and its standard variable names; the
+configuration reference in ``docs/`` is generated from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nethical_otel.errors import ConfigError
+
+ENV_PREFIX = "NETHICAL_OTEL_"
+CONFIG_FILE_ENV = "NETHICAL_OTEL_CONFIG"
+
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+HISTOGRAM_AGGREGATIONS = ("explicit_bucket_histogram", "base2_exponential_bucket_histogram")
+
+
+def _setting(default: Any, help: str, env: tuple[str, ...] = (), secret: bool = False) -> Any:
+    metadata = {"help": help, "env": env, "secret": secret}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything nethical-otel can be told. See ``docs/configuration.md`` for the table."""
+
+    service_name: str = _setting(
+        "unknown_service", "Service name on every span and metric (resource `service.name`).",
+        ("OTEL_SERVICE_NAME",))
+    resource_attributes: dict = _setting(
+        {}, "Extra resource attributes, `key=value,key2=value2` in env.",
+        ("OTEL_RESOURCE_ATTRIBUTES",))
+    sdk_disabled: bool = _setting(
+        False, "Turn all telemetry off; instrumented functions run untouched.", ("OTEL_SDK_DISABLED",))
+    otlp_endpoint: str | None = _setting(
+        None, "OTLP collector endpoint, e.g. http://127.0.0.1:4317; unset means no OTLP export.",
+        ("OTEL_EXPORTER_OTLP_ENDPOINT",))
+    otlp_protocol: str = _setting(
+        "grpc", f"OTLP transport: {' | '.join(OTLP_PROTOCOLS)}.", ("OTEL_EXPORTER_OTLP_PROTOCOL",))
+    otlp_headers: dict = _setting(
+        {}, "Headers sent with every OTLP export (`k=v,...`); secret, never logged.",
+        ("OTEL_EXPORTER_OTLP_HEADERS",), secret=True)
+    otlp_timeout_s: float = _setting(
+        10.0, "Timeout of one OTLP export, seconds (`OTEL_EXPORTER_OTLP_TIMEOUT` is milliseconds).")
+    traces_enabled: bool = _setting(True, "Create spans (metrics are recorded either way).")
+    traces_sampler: str = _setting(
+        "parentbased_always_on", f"Head sampler: {' | '.join(SAMPLERS)}.", ("OTEL_TRACES_SAMPLER",))
+    traces_sampler_arg: float = _setting(
+        1.0, "Ratio for the `traceidratio` samplers, 0..1.", ("OTEL_TRACES_SAMPLER_ARG",))
+    metric_export_interval_ms: int = _setting(
+        60_000, "How often metrics are pushed over OTLP, milliseconds.", ("OTEL_METRIC_EXPORT_INTERVAL",))
+    histogram_aggregation: str = _setting(
+        "explicit_bucket_histogram",
+        f"Histogram kind sent over OTLP: {' | '.join(HISTOGRAM_AGGREGATIONS)}.",
+        ("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",))
+    prometheus_enabled: bool = _setting(True, "Serve a Prometheus `/metrics` endpoint.")
+    prometheus_host: str = _setting(
+        "127.0.0.1", "Address the `/metrics` endpoint binds to.", ("OTEL_EXPORTER_PROMETHEUS_HOST",))
+    prometheus_port: int = _setting(
+        9464, "Port of the `/metrics` endpoint (0 picks a free one).", ("OTEL_EXPORTER_PROMETHEUS_PORT",))
+    bucket_min_s: float = _setting(
+        0.0005, "Smallest explicit `le` bucket bound, seconds (rounded down to a power-of-2 step).")
+    bucket_max_s: float = _setting(
+        60.0, "Largest explicit `le` bucket bound, seconds (rounded up to a power-of-2 step).")
+    buckets_per_octave: int = _setting(
+        4, "Explicit `le` buckets per doubling of latency: 4 = bounds 19 % apart (1, 2, 4 or 8).")
+    histogram_scale: int = _setting(
+        6, "Scale of the in-process exponential histogram: 6 = quantiles within 0.54 %.")
+    max_attribute_values: int = _setting(
+        100, "Distinct values kept per metric attribute (action, cohort); more fold into `other`.")
+
+    def __post_init__(self) -> None:
+        for name, check in _CHECKS.items():
+            message = check(getattr(self, name))
+            if message:
+                raise ConfigError(f"setting {name!r}: {message} (got {getattr(self, name)!r})")
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["secret"] and value:
+                value = "<redacted>"
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    @property
+    def sampling_ratio(self) -> float:
+        """Probability that a new trace is sampled, for the ratio samplers and always_on/off."""
+        if self.traces_sampler.endswith("always_on"):
+            return 1.0
+        if self.traces_sampler.endswith("always_off"):
+            return 0.0
+        return self.traces_sampler_arg
+
+    @property
+    def parent_based(self) -> bool:
+        return self.traces_sampler.startswith("parentbased_")
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "otlp_protocol": _one_of(OTLP_PROTOCOLS),
+    "traces_sampler": _one_of(SAMPLERS),
+    "histogram_aggregation": _one_of(HISTOGRAM_AGGREGATIONS),
+    "traces_sampler_arg": lambda v: None if 0.0 <= v <= 1.0 else "must be within 0..1",
+    "metric_export_interval_ms": lambda v: None if v > 0 else "must be > 0",
+    "otlp_timeout_s": lambda v: None if v > 0 else "must be > 0",
+    "prometheus_port": lambda v: None if 0 <= v <= 65535 else "must be a port number 0..65535",
+    "bucket_min_s": lambda v: None if v > 0 else "must be > 0",
+    "bucket_max_s": lambda v: None if v > 0 else "must be > 0",
+    "buckets_per_octave": lambda v: None if v in (1, 2, 4, 8) else "must be 1, 2, 4 or 8",
+    "histogram_scale": lambda v: None if 3 <= v <= 10 else "must be within 3..10",
+    "max_attribute_values": lambda v: None if v >= 1 else "must be >= 1",
+}
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_mapping(text: str) -> dict[str, str]:
+    """``k=v,k2=v2`` as the OTel spec has it (values may be percent-encoded)."""
+    from urllib.parse import unquote
+
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value, got {item!r}")
+        out[unquote(key.strip())] = unquote(value.strip())
+    return out
+
+
+def _field_type(f: dataclasses.Field) -> str:
+    return str(f.type).replace(" ", "")
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    """Turn an env string or a YAML value into the field's type, or raise ValueError."""
+    kind = _field_type(f)
+    if kind == "dict":
+        if isinstance(value, Mapping):
+            return {str(k): str(v) for k, v in value.items()}
+        if isinstance(value, str):
+            return _parse_mapping(value)
+        raise ValueError("expected a mapping")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return _parse_bool(value)
+        raise ValueError("expected true or false")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError("expected an integer")
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError("expected an integer") from None
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError("expected a number")
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    if kind == "str|None":
+        return None if value in (None, "") else str(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """Values set in the environment, with the variable that set each."""
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    known = {ENV_PREFIX + name.upper() for name in fields} | {CONFIG_FILE_ENV}
+    unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+    if unknown:
+        raise ConfigError(f"unknown environment variable {unknown[0]} (see docs/configuration.md)")
+    found: dict[str, tuple[Any, str]] = {}
+    for name, f in fields.items():
+        # Our own variable wins over the standard one: it is the more specific request.
+        for var in (ENV_PREFIX + name.upper(), *f.metadata["env"]):
+            if var in environ:
+                found[name] = (environ[var], var)
+                break
+    if "otlp_timeout_s" not in found and "OTEL_EXPORTER_OTLP_TIMEOUT" in environ:
+        raw = environ["OTEL_EXPORTER_OTLP_TIMEOUT"]
+        try:
+            found["otlp_timeout_s"] = (float(raw) / 1000.0, "OTEL_EXPORTER_OTLP_TIMEOUT")
+        except ValueError:
+            raise ConfigError(f"OTEL_EXPORTER_OTLP_TIMEOUT: expected milliseconds, got {raw!r}") from None
+    return found
+
+
+def _from_file(path: Path) -> dict[str, tuple[Any, str]]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path}{where} is not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of settings")
+    names = {f.name for f in dataclasses.fields(Settings)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"config file {path}: unknown key {key!r} (see docs/configuration.md)")
+    return {key: (value, f"{path}: {key}") for key, value in data.items()}
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings from defaults < YAML file < environment < ``overrides``.
+
+    The YAML file is ``config_file`` or else ``$NETHICAL_OTEL_CONFIG`` when set.
+    """
+    environ = os.environ if environ is None else environ
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    for key in overrides:
+        if key not in fields:
+            raise ConfigError(f"unknown setting {key!r} (see docs/configuration.md)")
+    path = config_file if config_file is not None else environ.get(CONFIG_FILE_ENV)
+    layered: dict[str, tuple[Any, str]] = {}
+    if path:
+        layered.update(_from_file(Path(path)))
+    layered.update(_from_env(environ))
+    values: dict[str, Any] = {}
+    for name, (raw, source) in layered.items():
+        shown = "<redacted>" if fields[name].metadata["secret"] else repr(raw)
+        try:
+            values[name] = _coerce(fields[name], raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc} (got {shown})") from None
+        problem = _CHECKS[name](values[name]) if name in _CHECKS else None
+        if problem:
+            raise ConfigError(f"{source}: {problem} (got {shown})")
+    values.update(overrides)
+    return Settings(**values)
