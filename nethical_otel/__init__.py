@@ -3,5 +3,18 @@
 from nethical_otel._version import __version__
 from nethical_otel.config import Settings, load_settings
 from nethical_otel.errors import ConfigError, NethicalOtelError
+from nethical_otel.telemetry import Telemetry, action, instrument, setup
+from nethical_otel.telemetry.instrumentor import NethicalInstrumentor
 
-__all__ = ["ConfigError", "NethicalOtelError", "Settings", "__version__", "load_settings"]
+__all__ = [
+    "ConfigError",
+    "NethicalInstrumentor",
+    "NethicalOtelError",
+    "Settings",
+    "Telemetry",
+    "__version__",
+    "action",
+    "instrument",
+    "load_settings",
+    "setup",
+]

@@ -50,49 +50,74 @@ class Settings:
     """Everything nethical-otel can be told. See ``docs/configuration.md`` for the table."""
 
     service_name: str = _setting(
-        "unknown_service", "Service name on every span and metric (resource `service.name`).",
-        ("OTEL_SERVICE_NAME",))
+        "unknown_service",
+        "Service name on every span and metric (resource `service.name`).",
+        ("OTEL_SERVICE_NAME",),
+    )
     resource_attributes: dict = _setting(
-        {}, "Extra resource attributes, `key=value,key2=value2` in env.",
-        ("OTEL_RESOURCE_ATTRIBUTES",))
+        {}, "Extra resource attributes, `key=value,key2=value2` in env.", ("OTEL_RESOURCE_ATTRIBUTES",)
+    )
     sdk_disabled: bool = _setting(
-        False, "Turn all telemetry off; instrumented functions run untouched.", ("OTEL_SDK_DISABLED",))
+        False, "Turn all telemetry off; instrumented functions run untouched.", ("OTEL_SDK_DISABLED",)
+    )
     otlp_endpoint: str | None = _setting(
-        None, "OTLP collector endpoint, e.g. http://127.0.0.1:4317; unset means no OTLP export.",
-        ("OTEL_EXPORTER_OTLP_ENDPOINT",))
+        None,
+        "OTLP collector endpoint, e.g. http://127.0.0.1:4317; unset means no OTLP export.",
+        ("OTEL_EXPORTER_OTLP_ENDPOINT",),
+    )
     otlp_protocol: str = _setting(
-        "grpc", f"OTLP transport: {' | '.join(OTLP_PROTOCOLS)}.", ("OTEL_EXPORTER_OTLP_PROTOCOL",))
+        "grpc", f"OTLP transport: {' | '.join(OTLP_PROTOCOLS)}.", ("OTEL_EXPORTER_OTLP_PROTOCOL",)
+    )
     otlp_headers: dict = _setting(
-        {}, "Headers sent with every OTLP export (`k=v,...`); secret, never logged.",
-        ("OTEL_EXPORTER_OTLP_HEADERS",), secret=True)
+        {},
+        "Headers sent with every OTLP export (`k=v,...`); secret, never logged.",
+        ("OTEL_EXPORTER_OTLP_HEADERS",),
+        secret=True,
+    )
     otlp_timeout_s: float = _setting(
-        10.0, "Timeout of one OTLP export, seconds (`OTEL_EXPORTER_OTLP_TIMEOUT` is milliseconds).")
+        10.0, "Timeout of one OTLP export, seconds (`OTEL_EXPORTER_OTLP_TIMEOUT` is milliseconds)."
+    )
     traces_enabled: bool = _setting(True, "Create spans (metrics are recorded either way).")
     traces_sampler: str = _setting(
-        "parentbased_always_on", f"Head sampler: {' | '.join(SAMPLERS)}.", ("OTEL_TRACES_SAMPLER",))
+        "parentbased_always_on", f"Head sampler: {' | '.join(SAMPLERS)}.", ("OTEL_TRACES_SAMPLER",)
+    )
     traces_sampler_arg: float = _setting(
-        1.0, "Ratio for the `traceidratio` samplers, 0..1.", ("OTEL_TRACES_SAMPLER_ARG",))
+        1.0, "Ratio for the `traceidratio` samplers, 0..1.", ("OTEL_TRACES_SAMPLER_ARG",)
+    )
     metric_export_interval_ms: int = _setting(
-        60_000, "How often metrics are pushed over OTLP, milliseconds.", ("OTEL_METRIC_EXPORT_INTERVAL",))
+        60_000, "How often metrics are pushed over OTLP, milliseconds.", ("OTEL_METRIC_EXPORT_INTERVAL",)
+    )
     histogram_aggregation: str = _setting(
         "explicit_bucket_histogram",
         f"Histogram kind sent over OTLP: {' | '.join(HISTOGRAM_AGGREGATIONS)}.",
-        ("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",))
+        ("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",),
+    )
     prometheus_enabled: bool = _setting(True, "Serve a Prometheus `/metrics` endpoint.")
     prometheus_host: str = _setting(
-        "127.0.0.1", "Address the `/metrics` endpoint binds to.", ("OTEL_EXPORTER_PROMETHEUS_HOST",))
+        "127.0.0.1", "Address the `/metrics` endpoint binds to.", ("OTEL_EXPORTER_PROMETHEUS_HOST",)
+    )
     prometheus_port: int = _setting(
-        9464, "Port of the `/metrics` endpoint (0 picks a free one).", ("OTEL_EXPORTER_PROMETHEUS_PORT",))
+        9464, "Port of the `/metrics` endpoint (0 picks a free one).", ("OTEL_EXPORTER_PROMETHEUS_PORT",)
+    )
     bucket_min_s: float = _setting(
-        0.0005, "Smallest explicit `le` bucket bound, seconds (rounded down to a power-of-2 step).")
+        0.0005, "Smallest explicit `le` bucket bound, seconds (rounded down to a power-of-2 step)."
+    )
     bucket_max_s: float = _setting(
-        60.0, "Largest explicit `le` bucket bound, seconds (rounded up to a power-of-2 step).")
+        60.0, "Largest explicit `le` bucket bound, seconds (rounded up to a power-of-2 step)."
+    )
     buckets_per_octave: int = _setting(
-        4, "Explicit `le` buckets per doubling of latency: 4 = bounds 19 % apart (1, 2, 4 or 8).")
+        4, "Explicit `le` buckets per doubling of latency: 4 = bounds 19 % apart (1, 2, 4 or 8)."
+    )
     histogram_scale: int = _setting(
-        6, "Scale of the in-process exponential histogram: 6 = quantiles within 0.54 %.")
+        6, "Scale of the in-process exponential histogram: 6 = quantiles within 0.54 %."
+    )
+    instrument_targets: str = _setting(
+        "nethical.core:IntegratedGovernance.process_action",
+        "What `NethicalInstrumentor` wraps: comma-separated `module:Class.method`; missing ones are skipped.",
+    )
     max_attribute_values: int = _setting(
-        100, "Distinct values kept per metric attribute (action, cohort); more fold into `other`.")
+        100, "Distinct values kept per metric attribute (action, cohort); more fold into `other`."
+    )
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():

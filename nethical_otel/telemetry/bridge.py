@@ -1,0 +1,149 @@
+"""Hands our pre-aggregated latency histograms to OpenTelemetry metric readers.
+
+The Python SDK (1.45) has no MetricProducer for externally aggregated metrics, so the
+bridge wraps each reader's collect callback: the SDK's own metrics (the in-flight counter,
+anything else the service records) are collected as usual and our histograms are added as
+one more scope, ``nethical_otel``. Everything here runs at collection time, never on the
+hot path: a scrape or export pays for formatting, a call does not.
+
+Temporality is cumulative (what Prometheus and ``prometheusremotewrite`` need).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Buckets,
+    ExponentialHistogram,
+    ExponentialHistogramDataPoint,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricReader,
+    MetricsData,
+    ResourceMetrics,
+    ScopeMetrics,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from nethical_otel._version import __version__
+from nethical_otel.stats import LatencyHistogram
+from nethical_otel.telemetry.recorder import RecorderRegistry
+
+DURATION_NAME = "nethical.action.duration"
+DURATION_DESCRIPTION = "Duration of instrumented actions (process_action and friends)."
+SCOPE = InstrumentationScope("nethical_otel", __version__)
+OTLP_EXPONENTIAL_MAX_SIZE = 160  # the SDK's default max_size for exponential histograms
+
+
+def explicit_bounds(min_s: float, max_s: float, per_octave: int) -> list[float]:
+    """``le`` bounds ``2 ** (k / per_octave)`` covering ``min_s .. max_s``.
+
+    Powers of ``2 ** (1 / per_octave)`` are bucket boundaries of every histogram scale
+    >= log2(per_octave), so converting a ``LatencyHistogram`` to them is exact.
+    """
+    lo = int(np.floor(np.log2(min_s) * per_octave))
+    hi = int(np.ceil(np.log2(max_s) * per_octave))
+    return [float(2.0 ** (k / per_octave)) for k in range(lo, hi + 1)]
+
+
+def _explicit_point(
+    attributes: dict, hist: LatencyHistogram, bounds: Sequence[float], start_ns: int, now_ns: int
+) -> HistogramDataPoint:
+    return HistogramDataPoint(
+        attributes=attributes,
+        start_time_unix_nano=start_ns,
+        time_unix_nano=now_ns,
+        count=hist.count,
+        sum=hist.sum,
+        bucket_counts=hist.bucket_counts_for(bounds).tolist(),
+        explicit_bounds=list(bounds),
+        min=hist.min,
+        max=hist.max,
+        exemplars=[],
+    )
+
+
+def _exponential_point(
+    attributes: dict, hist: LatencyHistogram, start_ns: int, now_ns: int
+) -> ExponentialHistogramDataPoint:
+    scale = hist.scale
+    while hist.counts.size > OTLP_EXPONENTIAL_MAX_SIZE:
+        scale -= 1
+        hist = hist.downscaled(scale)
+    return ExponentialHistogramDataPoint(
+        attributes=attributes,
+        start_time_unix_nano=start_ns,
+        time_unix_nano=now_ns,
+        count=hist.count,
+        sum=hist.sum,
+        scale=scale,
+        zero_count=hist.zero_count,
+        positive=Buckets(offset=hist.offset, bucket_counts=hist.counts.tolist()),
+        negative=Buckets(offset=0, bucket_counts=[]),
+        flags=0,
+        min=hist.min,
+        max=hist.max,
+        exemplars=[],
+    )
+
+
+class HistogramBridge:
+    """Produces ``nethical.action.duration`` from a ``RecorderRegistry`` for any reader."""
+
+    def __init__(self, registry: RecorderRegistry, resource: Resource, bounds: Sequence[float]) -> None:
+        self.registry = registry
+        self.resource = resource
+        self.bounds = list(bounds)
+        self._start_ns = time.time_ns()
+
+    def metric(self, exponential: bool) -> Metric | None:
+        now_ns = time.time_ns()
+        series = [(attrs, hist) for attrs, hist in self.registry.histograms() if hist.count]
+        if not series:
+            return None
+        if exponential:
+            data = ExponentialHistogram(
+                data_points=[_exponential_point(a, h, self._start_ns, now_ns) for a, h in series],
+                aggregation_temporality=AggregationTemporality.CUMULATIVE,
+            )
+        else:
+            data = Histogram(
+                data_points=[_explicit_point(a, h, self.bounds, self._start_ns, now_ns) for a, h in series],
+                aggregation_temporality=AggregationTemporality.CUMULATIVE,
+            )
+        return Metric(name=DURATION_NAME, description=DURATION_DESCRIPTION, unit="s", data=data)
+
+    def merge_into(self, collected: MetricsData | None, exponential: bool) -> MetricsData | None:
+        metric = self.metric(exponential)
+        if metric is None:
+            return collected
+        ours = ScopeMetrics(scope=SCOPE, metrics=[metric], schema_url="")
+        resource_metrics = list(collected.resource_metrics) if collected else []
+        for i, rm in enumerate(resource_metrics):
+            if rm.resource == self.resource:
+                resource_metrics[i] = ResourceMetrics(
+                    resource=rm.resource, scope_metrics=[*rm.scope_metrics, ours], schema_url=rm.schema_url
+                )
+                break
+        else:
+            resource_metrics.append(
+                ResourceMetrics(resource=self.resource, scope_metrics=[ours], schema_url="")
+            )
+        return MetricsData(resource_metrics=resource_metrics)
+
+    def attach(self, reader: MetricReader, *, exponential: bool) -> None:
+        """Make ``reader`` see our histograms. Call after the MeterProvider registered it."""
+        collect: Callable = reader._collect  # set by MeterProvider via _set_collect_callback
+        if collect is None:
+            raise RuntimeError("attach the bridge after the reader is registered on a MeterProvider")
+
+        def collect_with_histograms(metric_reader: MetricReader, timeout_millis: float = 10_000):
+            return self.merge_into(collect(metric_reader, timeout_millis=timeout_millis), exponential)
+
+        reader._collect = collect_with_histograms

@@ -1,0 +1,352 @@
+"""``@instrument`` and ``action()``: every call becomes a span and a latency observation.
+
+The hot path is: look up the bound series, note the call in flight, time the call, append
+the duration, return. Attribute dicts and series are computed once per (site, pipeline);
+span attributes are only built for sampled calls. Instrumentation never raises into the
+wrapped function: a failure of ours is logged once and the call goes on; the function's
+own exceptions are re-raised unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any, TypeVar, overload
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Span, Status, StatusCode
+
+from nethical_otel.telemetry.recorder import ACTION, AGENT_ID, COHORT, ERROR_TYPE
+
+_log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _State:
+    """The pipeline instrumented calls record into; ``generation`` bumps on every switch."""
+
+    def __init__(self) -> None:
+        self.pipeline = None
+        self.generation = 0
+        self.lock = threading.Lock()
+        self.fallback_bounds: list[float] = []
+
+    def activate(self, pipeline) -> None:
+        with self.lock:
+            self.pipeline = pipeline
+            self.generation += 1
+
+    def deactivate(self, pipeline) -> None:
+        with self.lock:
+            if self.pipeline is pipeline:
+                self.pipeline = None
+                self.generation += 1
+
+    def current(self):
+        """The active pipeline, or one on the global API providers when setup() was not called."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            from nethical_otel.telemetry.bridge import explicit_bounds
+            from nethical_otel.telemetry.pipeline import api_pipeline
+
+            with self.lock:
+                if self.pipeline is None:
+                    self.pipeline = api_pipeline(explicit_bounds(0.001, 30.0, 4))
+                pipeline = self.pipeline
+        return pipeline
+
+
+STATE = _State()
+
+_warned: set[str] = set()
+
+
+def _warn_once(what: str) -> None:
+    if what not in _warned:
+        _warned.add(what)
+        _log.exception("nethical-otel: %s failed; the call goes on without it (logged once)", what)
+
+
+def _arg_position(signature: inspect.Signature | None, name: str | None) -> tuple[int | None, str | None]:
+    if name is None or signature is None or name not in signature.parameters:
+        return None, None
+    index = list(signature.parameters).index(name)
+    kind = signature.parameters[name].kind
+    positional = kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return (index if positional else None), name
+
+
+def _pick(args: tuple, kwargs: dict, where: tuple[int | None, str | None]) -> str | None:
+    index, name = where
+    if name is None:
+        return None
+    value = args[index] if index is not None and index < len(args) else kwargs.get(name)
+    return None if value is None else str(value)
+
+
+class _Binding:
+    """A site's view of one pipeline: the series and in-flight counter it records into."""
+
+    __slots__ = ("active", "generation", "pipeline", "series", "tracing")
+
+    def __init__(self, site: _Site, pipeline, generation: int) -> None:
+        self.pipeline = pipeline
+        self.generation = generation
+        self.tracing = pipeline is not None and pipeline.tracer is not None
+        static = pipeline is not None and not site.dynamic
+        self.series = pipeline.registry.series(site.action, None) if static else None
+        self.active = pipeline.registry.active(site.action) if static else None
+
+
+class _Site:
+    """One instrumented callable or action name, with what it takes from each call."""
+
+    def __init__(
+        self,
+        name: str,
+        action: str | None,
+        attributes: dict[str, Any] | None,
+        signature: inspect.Signature | None,
+        action_arg: str | None,
+        cohort_arg: str | None,
+        agent_id_arg: str | None,
+    ) -> None:
+        self.name = name
+        self.action = action or name
+        self.static_attributes = dict(attributes or {})
+        self.action_from = _arg_position(signature, action_arg)
+        self.cohort_from = _arg_position(signature, cohort_arg)
+        self.agent_from = _arg_position(signature, agent_id_arg)
+        self.dynamic = self.action_from[1] is not None or self.cohort_from[1] is not None
+        self.traced_args = self.dynamic or self.agent_from[1] is not None
+        self.binding = _Binding(self, None, -1)
+
+    def bind(self) -> _Binding:
+        binding = self.binding
+        if binding.generation != STATE.generation:
+            generation = STATE.generation
+            try:
+                pipeline = STATE.current()
+                if pipeline.registry is None:  # telemetry disabled
+                    pipeline = None
+                binding = _Binding(self, pipeline, generation)
+            except Exception:
+                _warn_once("binding instrumentation")
+                binding = _Binding(self, None, generation)
+            self.binding = binding
+        return binding
+
+    def values(self, args: tuple, kwargs: dict) -> tuple[str, str | None, str | None]:
+        action = _pick(args, kwargs, self.action_from) or self.action
+        return action, _pick(args, kwargs, self.cohort_from), _pick(args, kwargs, self.agent_from)
+
+    def span_attributes(self, action: str, cohort: str | None, agent_id: str | None) -> dict[str, Any]:
+        attributes = {ACTION: action, **self.static_attributes}
+        if cohort is not None:
+            attributes[COHORT] = cohort
+        if agent_id is not None:
+            attributes[AGENT_ID] = agent_id
+        return attributes
+
+
+class _Call:
+    """One call in progress: begin() before the wrapped code, ok()/failed() after it."""
+
+    __slots__ = ("action", "active", "binding", "cohort", "series", "span", "token")
+
+    def __init__(self, site: _Site, binding: _Binding, args: tuple, kwargs: dict) -> None:
+        self.binding = binding
+        self.span = self.token = None
+        registry = binding.pipeline.registry
+        if site.dynamic:
+            action, cohort, agent_id = site.values(args, kwargs)
+            self.series = registry.series(action, cohort)
+            self.active = registry.active(action)
+        else:
+            action, cohort = site.action, None
+            agent_id = _pick(args, kwargs, site.agent_from) if site.traced_args else None
+            self.series, self.active = binding.series, binding.active
+        self.action, self.cohort = action, cohort
+        if binding.tracing:
+            try:
+                self.span, self.token = binding.pipeline.start_span(
+                    site.name, site.span_attributes(action, cohort, agent_id)
+                )
+            except Exception:
+                _warn_once("starting a span")
+        self.active.append(None)
+
+    def ok(self, seconds: float) -> None:
+        try:
+            self.active.pop()
+            self.series.observe(seconds)
+            if self.token is not None:
+                otel_context.detach(self.token)
+                if self.span is not None:
+                    self.span.end()
+        except Exception:
+            _warn_once("recording a call")
+
+    def failed(self, seconds: float, exc: BaseException) -> None:
+        try:
+            self.active.pop()
+            error_type = type(exc).__qualname__
+            self.binding.pipeline.registry.series(self.action, self.cohort, error_type).observe(seconds)
+            if self.token is not None:
+                otel_context.detach(self.token)
+            span: Span | None = self.span
+            if span is not None:
+                span.set_attribute(ERROR_TYPE, error_type)
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exc}"))
+                span.end()
+        except Exception:
+            _warn_once("recording a failed call")
+
+
+def _begin(site: _Site, args: tuple, kwargs: dict) -> _Call | None:
+    binding = site.binding
+    if binding.generation != STATE.generation:
+        binding = site.bind()
+    if binding.pipeline is None:
+        return None
+    try:
+        return _Call(site, binding, args, kwargs)
+    except Exception:
+        _warn_once("starting instrumentation")
+        return None
+
+
+def _wrap(func: Callable, site: _Site) -> Callable:
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def async_wrapper(*args, **kwargs):
+            call = _begin(site, args, kwargs)
+            if call is None:
+                return await func(*args, **kwargs)
+            start = perf_counter()
+            try:
+                result = await func(*args, **kwargs)
+            except BaseException as exc:
+                call.failed(perf_counter() - start, exc)
+                raise
+            call.ok(perf_counter() - start)
+            return result
+
+        async_wrapper.__nethical_site__ = site
+        return async_wrapper
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        call = _begin(site, args, kwargs)
+        if call is None:
+            return func(*args, **kwargs)
+        start = perf_counter()
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            call.failed(perf_counter() - start, exc)
+            raise
+        call.ok(perf_counter() - start)
+        return result
+
+    wrapper.__nethical_site__ = site
+    return wrapper
+
+
+@overload
+def instrument(func: F) -> F: ...
+@overload
+def instrument(
+    func: None = None,
+    *,
+    name: str | None = None,
+    action: str | None = None,
+    attributes: dict[str, Any] | None = None,
+    action_arg: str | None = None,
+    cohort_arg: str | None = "cohort",
+    agent_id_arg: str | None = "agent_id",
+) -> Callable[[F], F]: ...
+
+
+def instrument(
+    func=None,
+    *,
+    name=None,
+    action=None,
+    attributes=None,
+    action_arg=None,
+    cohort_arg="cohort",
+    agent_id_arg="agent_id",
+):
+    """Make every call of ``func`` a span and an observation of ``nethical.action.duration``.
+
+    Use bare (``@instrument``) or with options:
+
+    - ``name``: span name (default: the function's ``__name__``);
+    - ``action``: value of the ``nethical.action`` attribute (default: ``name``);
+    - ``action_arg``: take ``nethical.action`` from this argument of each call instead;
+    - ``cohort_arg`` / ``agent_id_arg``: arguments giving ``nethical.cohort`` (span and
+      metric) and ``nethical.agent.id`` (span only: unbounded values never become metric
+      labels), used when the function has a parameter of that name;
+    - ``attributes``: constant span attributes.
+
+    Works on functions, methods and ``async def`` functions.
+    """
+
+    def decorate(f: F) -> F:
+        try:
+            signature = inspect.signature(f)
+        except (TypeError, ValueError):
+            signature = None
+        site = _Site(name or f.__name__, action, attributes, signature, action_arg, cohort_arg, agent_id_arg)
+        return _wrap(f, site)  # type: ignore[return-value]
+
+    return decorate(func) if func is not None else decorate
+
+
+class action:
+    """Context manager: the block becomes a span and a latency observation.
+
+    ``with nethical_otel.action("score", cohort="a", agent_id="agent-7"): ...``
+    Keyword arguments other than ``cohort`` and ``agent_id`` become span attributes.
+    """
+
+    __slots__ = ("_call", "_kwargs", "_site", "_start")
+
+    _sites: dict[tuple, _Site] = {}
+
+    def __init__(self, name: str, **attributes: Any) -> None:
+        cohort = attributes.pop("cohort", None)
+        agent_id = attributes.pop("agent_id", None)
+        key = (name, tuple(sorted(attributes.items())))
+        site = self._sites.get(key)
+        if site is None:
+            signature = inspect.Signature(
+                [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY) for p in ("cohort", "agent_id")]
+            )
+            site = _Site(name, None, attributes, signature, None, "cohort", "agent_id")
+            if len(self._sites) < 1000:
+                self._sites[key] = site
+        self._site = site
+        self._kwargs = {"cohort": cohort, "agent_id": agent_id}
+
+    def __enter__(self) -> action:
+        self._call = _begin(self._site, (), self._kwargs)
+        self._start = perf_counter()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._call is None:
+            return
+        elapsed = perf_counter() - self._start
+        if exc is None:
+            self._call.ok(elapsed)
+        else:
+            self._call.failed(elapsed, exc)

@@ -1,0 +1,261 @@
+"""``setup()``: OpenTelemetry for a service in one call.
+
+Builds the tracer and meter providers from ``Settings`` (OTLP and Prometheus exporters,
+sampler, resource), makes them the pipeline that ``@instrument`` records into, and by
+default installs them as the global OpenTelemetry providers so other instrumentations in
+the service share them. Exports run on background threads: a collector that is down or
+slow costs the service nothing but the dropped telemetry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
+
+from nethical_otel._version import __version__
+from nethical_otel.config import Settings, load_settings
+from nethical_otel.errors import ConfigError
+from nethical_otel.telemetry.bridge import HistogramBridge, explicit_bounds
+from nethical_otel.telemetry.instrument import STATE
+from nethical_otel.telemetry.pipeline import SCOPE_NAME, HandoffIdGenerator, HeadSampler, Pipeline
+from nethical_otel.telemetry.recorder import RecorderRegistry
+
+_log = logging.getLogger(__name__)
+
+
+class _OncePerMinute(logging.Filter):
+    """The SDK logs one warning per dropped span; one line a minute says the same."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = str(record.msg)
+        now = time.monotonic()
+        if now - self._last.get(key, -60.0) < 60.0:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        skipped = self._suppressed.pop(key, 0)
+        if skipped:
+            record.msg = f"{record.msg} ({skipped} more like this in the last minute)"
+        return True
+
+
+_DROP_FILTER = _OncePerMinute()
+for _name in ("opentelemetry.sdk._shared_internal", "opentelemetry.exporter.otlp.proto.grpc.exporter"):
+    logging.getLogger(_name).addFilter(_DROP_FILTER)
+
+
+def _sampler(settings: Settings) -> Sampler:
+    root = {"always_on": ALWAYS_ON, "always_off": ALWAYS_OFF}.get(settings.traces_sampler.removeprefix("parentbased_")) or TraceIdRatioBased(settings.traces_sampler_arg)
+    return ParentBased(root) if settings.parent_based else root
+
+
+def _otlp_exporters(settings: Settings):
+    """(span exporter, metric exporter) for the configured OTLP endpoint and protocol."""
+    endpoint = settings.otlp_endpoint.rstrip("/")
+    headers = dict(settings.otlp_headers) or None
+    timeout = settings.otlp_timeout_s
+    if settings.otlp_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        insecure = not endpoint.startswith("https://")
+        return (
+            OTLPSpanExporter(endpoint=endpoint, insecure=insecure, headers=headers, timeout=timeout),
+            OTLPMetricExporter(endpoint=endpoint, insecure=insecure, headers=headers, timeout=timeout),
+        )
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return (
+        OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", headers=headers, timeout=timeout),
+        OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics", headers=headers, timeout=timeout),
+    )
+
+
+class Telemetry:
+    """Handle on what ``setup()`` built. ``shutdown()`` flushes and stops it all."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        span_processors: Sequence[SpanProcessor] = (),
+        metric_readers: Sequence[MetricReader] = (),
+        set_global: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.tracer_provider: TracerProvider | None = None
+        self.meter_provider: MeterProvider | None = None
+        self.registry: RecorderRegistry | None = None
+        self.prometheus_url: str | None = None
+        self._prometheus_server = None
+        self._pipeline: Pipeline | None = None
+        if settings.sdk_disabled:
+            _log.info("nethical-otel: OTEL_SDK_DISABLED is set; instrumented calls run untouched")
+            STATE.activate(_DisabledPipeline())
+            return
+        self._build(span_processors, metric_readers)
+        if set_global:
+            self._install_globally()
+        STATE.activate(self._pipeline)
+
+    def _build(
+        self, span_processors: Sequence[SpanProcessor], metric_readers: Sequence[MetricReader]
+    ) -> None:
+        s = self.settings
+        resource = Resource.create({**s.resource_attributes, "service.name": s.service_name})
+        span_exporter = metric_exporter = None
+        if s.otlp_endpoint:
+            span_exporter, metric_exporter = _otlp_exporters(s)
+
+        id_generator = HandoffIdGenerator()
+        self.tracer_provider = TracerProvider(
+            resource=resource, sampler=_sampler(s), id_generator=id_generator
+        )
+        if span_exporter is not None and s.traces_enabled:
+            self.tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        for processor in span_processors:
+            self.tracer_provider.add_span_processor(processor)
+
+        readers: list[tuple[MetricReader, bool]] = []  # (reader, wants exponential histograms)
+        exponential = s.histogram_aggregation == "base2_exponential_bucket_histogram"
+        if metric_exporter is not None:
+            readers.append(
+                (PeriodicExportingMetricReader(metric_exporter, s.metric_export_interval_ms), exponential)
+            )
+        if s.prometheus_enabled:
+            readers.append((self._start_prometheus(), False))
+        readers.extend((reader, exponential) for reader in metric_readers)
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=[r for r, _ in readers])
+
+        self.registry = RecorderRegistry(scale=s.histogram_scale, max_attribute_values=s.max_attribute_values)
+        bridge = HistogramBridge(
+            self.registry, resource, explicit_bounds(s.bucket_min_s, s.bucket_max_s, s.buckets_per_octave)
+        )
+        for reader, wants_exponential in readers:
+            bridge.attach(reader, exponential=wants_exponential)
+
+        tracer = None
+        head_sampler = None
+        if s.traces_enabled:
+            tracer = self.tracer_provider.get_tracer(SCOPE_NAME, __version__)
+            head_sampler = HeadSampler(s.sampling_ratio, s.parent_based, id_generator)
+        self._pipeline = Pipeline(
+            registry=self.registry,
+            tracer=tracer,
+            head_sampler=head_sampler,
+            meter=self.meter_provider.get_meter(SCOPE_NAME, __version__),
+        )
+
+    def _start_prometheus(self) -> MetricReader:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry(auto_describe=True)
+        reader = PrometheusMetricReader(registry=registry)
+        host, port = self.settings.prometheus_host, self.settings.prometheus_port
+        try:
+            server, _thread = start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve /metrics on {host}:{port} ({exc.strerror}); "
+                "set NETHICAL_OTEL_PROMETHEUS_PORT to a free port, or 0 for any"
+            ) from None
+        self._prometheus_server = server
+        shown_host = f"[{host}]" if ":" in host else host
+        self.prometheus_url = f"http://{shown_host}:{server.server_port}/metrics"
+        _log.info("nethical-otel: serving Prometheus metrics on %s", self.prometheus_url)
+        return reader
+
+    def _install_globally(self) -> None:
+        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            trace.set_tracer_provider(self.tracer_provider)
+        else:
+            _log.warning("nethical-otel: a global TracerProvider is already set; leaving it in place")
+        if isinstance(metrics.get_meter_provider(), metrics._internal._ProxyMeterProvider):
+            metrics.set_meter_provider(self.meter_provider)
+        else:
+            _log.warning("nethical-otel: a global MeterProvider is already set; leaving it in place")
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool:
+        """Export buffered spans and metrics now. True when every exporter succeeded."""
+        if self.tracer_provider is None or self.meter_provider is None:
+            return True
+        if self.registry is not None:
+            for recorder in self.registry.recorders():
+                recorder.drain()
+        millis = int(timeout_s * 1000)
+        spans_ok = self.tracer_provider.force_flush(millis)
+        metrics_ok = self.meter_provider.force_flush(millis)
+        return bool(spans_ok and metrics_ok)
+
+    def shutdown(self) -> None:
+        """Flush, stop the exporters and the /metrics server, and stop recording into them."""
+        STATE.deactivate(self._pipeline)
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
+        if self._prometheus_server is not None:
+            self._prometheus_server.shutdown()
+            self._prometheus_server.server_close()
+            self._prometheus_server = None
+
+    def __enter__(self) -> Telemetry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+class _DisabledPipeline:
+    """OTEL_SDK_DISABLED: instrumentation binds to nothing and calls run untouched."""
+
+    registry = None
+    tracer = None
+
+
+def setup(
+    config_file: str | os.PathLike[str] | None = None,
+    *,
+    span_processors: Iterable[SpanProcessor] = (),
+    metric_readers: Iterable[MetricReader] = (),
+    set_global: bool = True,
+    **overrides: Any,
+) -> Telemetry:
+    """Configure OpenTelemetry for this service and return a handle to flush or shut it down.
+
+    Settings come from ``overrides`` (any ``Settings`` field), then the environment
+    (``OTEL_*``, ``NETHICAL_OTEL_*``), then ``config_file`` (or ``$NETHICAL_OTEL_CONFIG``),
+    then defaults. Extra ``span_processors``/``metric_readers`` (e.g. the SDK's in-memory
+    ones) are added to what the settings ask for.
+    """
+    settings = load_settings(config_file, **overrides)
+    return Telemetry(
+        settings,
+        span_processors=tuple(span_processors),
+        metric_readers=tuple(metric_readers),
+        set_global=set_global,
+    )

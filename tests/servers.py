@@ -1,0 +1,278 @@
+"""Real servers for integration tests, started on loopback in a temp dir and always stopped.
+
+``ServerProcess`` is the one runner: it starts a binary with its log in a file, polls an HTTP
+readiness URL until a deadline, and on exit terminates (then kills) the process. When the
+server does not come up, the error carries the tail of its log, so a failure says why.
+``start_prometheus`` / ``start_alertmanager`` build on it; ``wait_for_query`` polls the
+Prometheus HTTP API until a query has an answer (the first ``rate`` needs two scrapes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import yaml
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServerStartError(RuntimeError):
+    """A server exited or did not become ready in time; the message ends with its log tail."""
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (the caller binds it soon after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def require_binary(*names: str) -> str:
+    """Path of the first of ``names`` on PATH; skip the test loudly without it, fail under CI."""
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    reason = f"!!! {' / '.join(names)} not installed: run `make test` which installs it"
+    if os.environ.get("CI"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+class ServerProcess:
+    """``with ServerProcess([...], workdir, ready_url) as server:`` runs a server for the block."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        workdir: Path,
+        ready_url: str,
+        *,
+        name: str | None = None,
+        ready_timeout_s: float = 20.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.args = [str(a) for a in args]
+        self.workdir = Path(workdir)
+        self.ready_url = ready_url
+        self.name = name or Path(self.args[0]).name
+        self.ready_timeout_s = ready_timeout_s
+        self.env = env
+        self.log_path = self.workdir / f"{self.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.args, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, env=self.env)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + self.ready_timeout_s
+        last = "no answer yet"
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise ServerStartError(f"{self.name} exited with rc {rc} before it was ready\n"
+                                       f"{self.log_tail()}")
+            try:
+                response = httpx.get(self.ready_url, timeout=1.0)
+                if response.status_code == 200:
+                    return
+                last = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"{self.name} not ready at {self.ready_url} after "
+                                       f"{self.ready_timeout_s:.0f} s ({last})\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return f"(no log at {self.log_path})"
+        tail = "\n".join(text.splitlines()[-lines:])
+        return f"--- last {lines} lines of {self.log_path} ---\n{tail}"
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=timeout_s)
+
+
+@dataclass
+class RunningServer:
+    url: str  # http://127.0.0.1:PORT, no trailing slash
+    process: ServerProcess
+    config_path: Path
+
+
+# -- Prometheus ------------------------------------------------------------------------------
+
+
+def _scrape_job(job_name: str, targets: Sequence[str], scrape_interval: str) -> dict[str, Any]:
+    """One job for ``targets`` given as ``host:port`` or ``http://host:port/path`` (one path)."""
+    hosts, paths, schemes = [], set(), set()
+    for target in targets:
+        parts = urlsplit(target if "://" in target else f"http://{target}")
+        hosts.append(parts.netloc)
+        paths.add(parts.path or "/metrics")
+        schemes.add(parts.scheme)
+    if len(paths) > 1 or len(schemes) > 1:
+        raise ValueError(f"scrape targets of one job must share scheme and path: {list(targets)}")
+    return {
+        "job_name": job_name,
+        "scrape_interval": scrape_interval,
+        "scrape_timeout": scrape_interval,
+        "scheme": schemes.pop(),
+        "metrics_path": paths.pop(),
+        "static_configs": [{"targets": hosts}],
+    }
+
+
+@contextlib.contextmanager
+def start_prometheus(
+    tmp_path: Path,
+    scrape_targets: Sequence[str],
+    scrape_interval: str = "1s",
+    *,
+    job_name: str = "nethical",
+    rule_files: Sequence[Path] = (),
+    evaluation_interval: str = "1s",
+    alertmanager_url: str | None = None,
+) -> Iterator[RunningServer]:
+    """A Prometheus on 127.0.0.1:free port scraping ``scrape_targets``; stopped on exit."""
+    binary = require_binary("prometheus")
+    workdir = tmp_path / "prometheus"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval},
+        "scrape_configs": [_scrape_job(job_name, scrape_targets, scrape_interval)] if scrape_targets else [],
+    }
+    if rule_files:
+        config["rule_files"] = [str(Path(p).resolve()) for p in rule_files]
+    if alertmanager_url:
+        config["alerting"] = {"alertmanagers": [
+            {"static_configs": [{"targets": [urlsplit(alertmanager_url).netloc]}]}]}
+    config_path = workdir / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    args = [
+        binary,
+        f"--config.file={config_path}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address={LOOPBACK}:{port}",
+        "--storage.tsdb.retention.time=1h",
+    ]
+    with ServerProcess(args, workdir, f"{url}/-/ready", name="prometheus") as process:
+        yield RunningServer(url, process, config_path)
+
+
+def query(prometheus_url: str, promql: str, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """The ``result`` of an instant query (``/api/v1/query``); raises on an API error."""
+    response = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": promql}, timeout=timeout_s)
+    body = response.json()
+    if response.status_code != 200 or body.get("status") != "success":
+        raise AssertionError(f"query {promql!r} failed: HTTP {response.status_code} {body}")
+    return body["data"]["result"]
+
+
+def _has_number(result: list[dict[str, Any]]) -> bool:
+    return any(not math.isnan(float(sample["value"][1])) for sample in result if "value" in sample)
+
+
+def wait_for_query(
+    prometheus_url: str,
+    promql: str,
+    *,
+    timeout_s: float = 30.0,
+    interval_s: float = 0.5,
+    accept: Callable[[list[dict[str, Any]]], bool] = _has_number,
+) -> list[dict[str, Any]]:
+    """Poll an instant query until ``accept(result)`` (default: a sample that is not NaN)."""
+    deadline = time.monotonic() + timeout_s
+    result: list[dict[str, Any]] = []
+    while True:
+        result = query(prometheus_url, promql)
+        if accept(result):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no acceptable answer to {promql!r} after {timeout_s:.0f} s; "
+                                 f"last result: {result}")
+        time.sleep(interval_s)
+
+
+def scalar(result: list[dict[str, Any]]) -> float:
+    """The value of a one-sample instant-query result."""
+    assert len(result) == 1, f"expected one sample, got {result}"
+    return float(result[0]["value"][1])
+
+
+# -- Alertmanager ----------------------------------------------------------------------------
+
+_DEFAULT_ALERTMANAGER_CONFIG: dict[str, Any] = {
+    "route": {"receiver": "blackhole", "group_wait": "0s", "group_interval": "1s", "repeat_interval": "1h"},
+    "receivers": [{"name": "blackhole"}],
+}
+
+
+@contextlib.contextmanager
+def start_alertmanager(
+    tmp_path: Path, config: dict[str, Any] | str | None = None
+) -> Iterator[RunningServer]:
+    """An Alertmanager on 127.0.0.1:free port, no gossip listener; stopped on exit.
+
+    ``config`` is the alertmanager.yml as a mapping or YAML text; default: one receiver that
+    drops everything (alerts are still listed by the API).
+    """
+    binary = require_binary("prometheus-alertmanager", "alertmanager")
+    workdir = tmp_path / "alertmanager"
+    workdir.mkdir(parents=True, exist_ok=True)
+    if config is None:
+        config = _DEFAULT_ALERTMANAGER_CONFIG
+    text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+    config_path = workdir / "alertmanager.yml"
+    config_path.write_text(text, encoding="utf-8")
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    args = [
+        binary,
+        f"--config.file={config_path}",
+        f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address={LOOPBACK}:{port}",
+        "--cluster.listen-address=",
+    ]
+    with ServerProcess(args, workdir, f"{url}/-/ready", name="alertmanager") as process:
+        yield RunningServer(url, process, config_path)
