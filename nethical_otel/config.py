@@ -188,7 +188,7 @@ def _parse_mapping(text: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"expected key=value, got {item!r}")
+            raise ValueError("expected key=value pairs separated by commas")
         out[unquote(key.strip())] = unquote(value.strip())
     return out
 

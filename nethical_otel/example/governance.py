@@ -3,10 +3,12 @@
 ``IntegratedGovernance.process_action`` does what an AI-governance hot path does: checks
 the action against policy rules (real CPU work: regex matching and hashing), scores risk,
 sometimes consults a slower model (``ml_blend``) and records an audit entry, with simulated
-I/O whose latency is lognormal. It is instrumented the way a service would do it: one
-``@instrument`` on the hot method, the action type as the bounded ``nethical.action`` label. Each ``action_type`` has its own latency profile. Errors
+I/O whose latency is lognormal. Each ``action_type`` has its own latency profile. Errors
 happen at a configurable rate. ``slowdown`` (global or per action type) multiplies the
 simulated work at run time: the demo and the tests inject regressions with it.
+
+It is instrumented the way a service would do it: one ``@instrument`` on the hot method,
+with the action type as the bounded ``nethical.action`` label.
 """
 
 from __future__ import annotations

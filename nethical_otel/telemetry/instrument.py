@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any, TypeVar, overload
+from typing import Any, ClassVar, TypeVar, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, Status, StatusCode
@@ -182,31 +182,39 @@ class _Call:
         self.active.append(None)
 
     def ok(self, seconds: float) -> None:
+        self._end_span(None)
         try:
             self.active.pop()
             self.series.observe(seconds)
-            if self.token is not None:
-                otel_context.detach(self.token)
-                if self.span is not None:
-                    self.span.end()
         except Exception:
             _warn_once("recording a call")
 
     def failed(self, seconds: float, exc: BaseException) -> None:
+        error_type = type(exc).__qualname__
+        self._end_span(exc, error_type)
         try:
             self.active.pop()
-            error_type = type(exc).__qualname__
             self.binding.pipeline.registry.series(self.action, self.cohort, error_type).observe(seconds)
-            if self.token is not None:
-                otel_context.detach(self.token)
+        except Exception:
+            _warn_once("recording a failed call")
+
+    def _end_span(self, exc: BaseException | None, error_type: str = "") -> None:
+        # The context is restored first and whatever else fails: a leaked span would
+        # become the parent of every later call on this thread.
+        if self.token is None:
+            return
+        try:
+            otel_context.detach(self.token)
             span: Span | None = self.span
-            if span is not None:
+            if span is None:
+                return
+            if exc is not None:
                 span.set_attribute(ERROR_TYPE, error_type)
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exc}"))
-                span.end()
+            span.end()
         except Exception:
-            _warn_once("recording a failed call")
+            _warn_once("ending a span")
 
 
 def _begin(site: _Site, args: tuple, kwargs: dict) -> _Call | None:
@@ -320,7 +328,7 @@ class action:
 
     __slots__ = ("_call", "_kwargs", "_site", "_start")
 
-    _sites: dict[tuple, _Site] = {}
+    _sites: ClassVar[dict[tuple, _Site]] = {}
 
     def __init__(self, name: str, **attributes: Any) -> None:
         cohort = attributes.pop("cohort", None)

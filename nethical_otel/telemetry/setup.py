@@ -67,7 +67,10 @@ for _name in ("opentelemetry.sdk._shared_internal", "opentelemetry.exporter.otlp
 
 
 def _sampler(settings: Settings) -> Sampler:
-    root = {"always_on": ALWAYS_ON, "always_off": ALWAYS_OFF}.get(settings.traces_sampler.removeprefix("parentbased_")) or TraceIdRatioBased(settings.traces_sampler_arg)
+    fixed = {"always_on": ALWAYS_ON, "always_off": ALWAYS_OFF}
+    root = fixed.get(settings.traces_sampler.removeprefix("parentbased_"))
+    if root is None:
+        root = TraceIdRatioBased(settings.traces_sampler_arg)
     return ParentBased(root) if settings.parent_based else root
 
 
