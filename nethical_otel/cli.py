@@ -46,14 +46,32 @@ def version() -> None:
 
 @main.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML settings file.")
-@click.option("--duration", type=click.FloatRange(min=0.1), help="Stop after this many seconds [default: Ctrl-C].")
-@click.option("--rps", type=click.FloatRange(min=1), default=200.0, show_default=True, help="Total request rate.")
-@click.option("--agents", type=click.IntRange(min=1), default=8, show_default=True, help="Concurrent callers.")
-@click.option("--window", type=click.FloatRange(min=1), default=10.0, show_default=True,
-              help="Rolling window of the live table, seconds.")
-@click.option("--refresh", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
-              help="Seconds between table updates.")
-@click.option("--port", type=click.IntRange(0, 65535), help="Port of /metrics [default: 9464, or the setting].")
+@click.option(
+    "--duration", type=click.FloatRange(min=0.1), help="Stop after this many seconds [default: Ctrl-C]."
+)
+@click.option(
+    "--rps", type=click.FloatRange(min=1), default=200.0, show_default=True, help="Total request rate."
+)
+@click.option(
+    "--agents", type=click.IntRange(min=1), default=8, show_default=True, help="Concurrent callers."
+)
+@click.option(
+    "--window",
+    type=click.FloatRange(min=1),
+    default=10.0,
+    show_default=True,
+    help="Rolling window of the live table, seconds.",
+)
+@click.option(
+    "--refresh",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between table updates.",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), help="Port of /metrics [default: 9464, or the setting]."
+)
 @click.option("--seed", type=int, help="Seed the simulated latencies for a repeatable run.")
 def demo(config_file, duration, rps, agents, window, refresh, port, seed) -> None:
     """Run the example governance service under steady load, watched live.

@@ -70,7 +70,11 @@ class RollingWindow:
         elapsed = max(now - started, 1e-9)
         rows = []
         for action, hist in sorted(latest.items()):
-            window = hist.copy().subtract(oldest[action]) if action in oldest and len(self._snapshots) > 1 else hist
+            window = (
+                hist.copy().subtract(oldest[action])
+                if action in oldest and len(self._snapshots) > 1
+                else hist
+            )
             if not window.count:
                 continue
             p50, p95, p99 = window.quantiles([0.5, 0.95, 0.99]) * 1000.0
@@ -98,7 +102,8 @@ class SteadyLoad:
         self.stop = threading.Event()
         self.calls = itertools.count()
         self._threads = [
-            threading.Thread(target=self._agent, args=(i,), name=f"agent-{i}", daemon=True) for i in range(agents)
+            threading.Thread(target=self._agent, args=(i,), name=f"agent-{i}", daemon=True)
+            for i in range(agents)
         ]
 
     def _agent(self, index: int) -> None:
@@ -111,15 +116,13 @@ class SteadyLoad:
             if self.stop.is_set():
                 return
             next_at += self.interval
-            try:
+            with contextlib.suppress(GovernanceError):  # the instrumentation counts it
                 self.service.process_action(
                     agent_id,
                     "summarize the open tickets and draft a reply",
                     cohort=COHORTS[n % len(COHORTS)],
                     action_type=ACTIONS[n % len(ACTIONS)],
                 )
-            except GovernanceError:
-                pass  # counted by the instrumentation as an error
             next(self.calls)
 
     def __enter__(self) -> SteadyLoad:

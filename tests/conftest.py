@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-# Test modules import helpers as `tests.servers`; plain `pytest` (unlike `python -m pytest`)
-# does not put the repository root on sys.path, so put it there.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from tests.otlp_receiver import GrpcReceiver, HttpReceiver, make_receiver  # noqa: E402
+from tests.otlp_receiver import GrpcReceiver, HttpReceiver, make_receiver
 
 
 @pytest.fixture
@@ -48,13 +40,18 @@ def otlp_receiver(request: pytest.FixtureRequest) -> Iterator[GrpcReceiver | Htt
 
 @pytest.fixture
 def make_telemetry(clean_env: None) -> Iterator[Callable[..., Any]]:
-    """``make_telemetry(**overrides)`` calls ``nethical_otel.setup``; every pipeline is shut down."""
+    """``make_telemetry(**overrides)`` calls ``nethical_otel.setup``; every pipeline is shut down.
+
+    Defaults differ from a service's: no /metrics server unless asked (ports collide) and no
+    global providers (OpenTelemetry lets a process set those once).
+    """
     import nethical_otel
 
     made = []
 
     def make(**overrides: Any) -> Any:
         overrides.setdefault("prometheus_enabled", False)
+        overrides.setdefault("set_global", False)
         tel = nethical_otel.setup(**overrides)
         made.append(tel)
         return tel

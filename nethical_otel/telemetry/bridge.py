@@ -93,6 +93,21 @@ def _exponential_point(
     )
 
 
+def _with_metric(scope_metrics: Sequence[ScopeMetrics], metric: Metric) -> list[ScopeMetrics]:
+    """Add ``metric`` to our scope, which the meter's own metrics may already use.
+
+    Exporters key scopes by identity of name and version: a second ScopeMetrics with the
+    same scope would replace the first (OTLP dropped ``nethical.action.active`` that way).
+    """
+    out = list(scope_metrics)
+    for i, sm in enumerate(out):
+        if sm.scope == SCOPE:
+            out[i] = ScopeMetrics(scope=sm.scope, metrics=[*sm.metrics, metric], schema_url=sm.schema_url)
+            return out
+    out.append(ScopeMetrics(scope=SCOPE, metrics=[metric], schema_url=""))
+    return out
+
+
 class HistogramBridge:
     """Produces ``nethical.action.duration`` from a ``RecorderRegistry`` for any reader."""
 
@@ -123,17 +138,19 @@ class HistogramBridge:
         metric = self.metric(exponential)
         if metric is None:
             return collected
-        ours = ScopeMetrics(scope=SCOPE, metrics=[metric], schema_url="")
         resource_metrics = list(collected.resource_metrics) if collected else []
         for i, rm in enumerate(resource_metrics):
             if rm.resource == self.resource:
                 resource_metrics[i] = ResourceMetrics(
-                    resource=rm.resource, scope_metrics=[*rm.scope_metrics, ours], schema_url=rm.schema_url
+                    resource=rm.resource,
+                    scope_metrics=_with_metric(rm.scope_metrics, metric),
+                    schema_url=rm.schema_url,
                 )
                 break
         else:
+            scope_metrics = _with_metric([], metric)
             resource_metrics.append(
-                ResourceMetrics(resource=self.resource, scope_metrics=[ours], schema_url="")
+                ResourceMetrics(resource=self.resource, scope_metrics=scope_metrics, schema_url="")
             )
         return MetricsData(resource_metrics=resource_metrics)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -214,17 +215,31 @@ class Telemetry:
         metrics_ok = self.meter_provider.force_flush(millis)
         return bool(spans_ok and metrics_ok)
 
-    def shutdown(self) -> None:
-        """Flush, stop the exporters and the /metrics server, and stop recording into them."""
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Flush, stop the exporters and the /metrics server, and stop recording into them.
+
+        Waits at most ``timeout_s``: with the collector unreachable the exporters would
+        otherwise retry for their whole timeout each, holding up the service's exit.
+        """
         STATE.deactivate(self._pipeline)
-        if self.tracer_provider is not None:
-            self.tracer_provider.shutdown()
-        if self.meter_provider is not None:
-            self.meter_provider.shutdown()
         if self._prometheus_server is not None:
             self._prometheus_server.shutdown()
             self._prometheus_server.server_close()
             self._prometheus_server = None
+        providers = [p for p in (self.tracer_provider, self.meter_provider) if p is not None]
+        threads = [
+            threading.Thread(target=p.shutdown, name="nethical-otel-shutdown", daemon=True) for p in providers
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + timeout_s
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):
+            _log.warning(
+                "nethical-otel: exporters did not finish within %.0f s; unsent telemetry dropped", timeout_s
+            )
+        self.tracer_provider = self.meter_provider = None
 
     def __enter__(self) -> Telemetry:
         return self

@@ -63,7 +63,10 @@ def test_service_configured_sdk_receives_spans_and_histogram():
     assert out.returncode == 0, out.stderr
     names, points, bounds = out.stdout.splitlines()
     assert names == "['fails', 'process_action']"
-    assert "('nethical.action.duration', (('nethical.action', 'process_action'), ('nethical.cohort', 'c'))), 7)" in points
+    assert (
+        "('nethical.action.duration', (('nethical.action', 'process_action'), ('nethical.cohort', 'c'))), 7)"
+        in points
+    )
     assert "(('error.type', 'ValueError'), ('nethical.action', 'fails'))), 1)" in points
     assert "('nethical.action.active', (('nethical.action', 'process_action'),)), 0)" in points
     # Our advisory boundaries replace the SDK's millisecond-scaled defaults.

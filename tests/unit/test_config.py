@@ -66,7 +66,10 @@ def test_our_variable_wins_over_the_standard_one():
         ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER: must be one of"),
         ({"OTEL_TRACES_SAMPLER_ARG": "1.5"}, "OTEL_TRACES_SAMPLER_ARG: must be within 0..1"),
         ({"OTEL_SDK_DISABLED": "maybe"}, "OTEL_SDK_DISABLED: expected true or false"),
-        ({"NETHICAL_OTEL_PROMETHEUS_PROT": "1"}, "unknown environment variable NETHICAL_OTEL_PROMETHEUS_PROT"),
+        (
+            {"NETHICAL_OTEL_PROMETHEUS_PROT": "1"},
+            "unknown environment variable NETHICAL_OTEL_PROMETHEUS_PROT",
+        ),
     ],
 )
 def test_bad_environment_names_the_variable(env, message):

@@ -150,9 +150,8 @@ def test_method_arguments_found_past_self(otel):
 
 
 def test_action_context_manager_and_nesting(otel):
-    with nethical_otel.action("checkout", cohort="beta", region="eu"):
-        with nethical_otel.action("payment"):
-            pass
+    with nethical_otel.action("checkout", cohort="beta", region="eu"), nethical_otel.action("payment"):
+        pass
     with pytest.raises(ValueError), nethical_otel.action("checkout", cohort="beta", region="eu"):
         raise ValueError("card declined")
 
@@ -162,7 +161,9 @@ def test_action_context_manager_and_nesting(otel):
     assert payment.context.trace_id == checkout.context.trace_id
     assert checkout.attributes["region"] == "eu" and checkout.attributes["nethical.cohort"] == "beta"
     assert failed.status.status_code is StatusCode.ERROR
-    counts = {(p.attributes["nethical.action"], p.attributes.get("error.type")): p.count for p in otel.points()}
+    counts = {
+        (p.attributes["nethical.action"], p.attributes.get("error.type")): p.count for p in otel.points()
+    }
     assert counts == {("checkout", None): 1, ("payment", None): 1, ("checkout", "ValueError"): 1}
 
 
