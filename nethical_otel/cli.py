@@ -73,15 +73,40 @@ def version() -> None:
     "--port", type=click.IntRange(0, 65535), help="Port of /metrics [default: 9464, or the setting]."
 )
 @click.option("--seed", type=int, help="Seed the simulated latencies for a repeatable run.")
-def demo(config_file, duration, rps, agents, window, refresh, port, seed) -> None:
+@click.option("--inject-slowdown", type=click.FloatRange(min=0.01), help="Slow the service by this factor.")
+@click.option(
+    "--inject-at",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds after start the slowdown begins.",
+)
+@click.option(
+    "--inject-for", type=click.FloatRange(min=0), help="Seconds the slowdown lasts [default: to the end]."
+)
+@click.option("--inject-action", help="Slow only this action type (query, tool_call, generate).")
+def demo(
+    config_file,
+    duration,
+    rps,
+    agents,
+    window,
+    refresh,
+    port,
+    seed,
+    inject_slowdown,
+    inject_at,
+    inject_for,
+    inject_action,
+) -> None:
     """Run the example governance service under steady load, watched live.
 
     Every process_action call becomes a span and a latency observation; /metrics serves
     them for Prometheus; the table shows p50/p95/p99, throughput and error rate per action
     over a rolling window. Stops after --duration or on Ctrl-C.
     """
-    from nethical_otel.demo import run_demo
-    from nethical_otel.telemetry import setup
+    from nethical_otel.demo import Injection, run_demo
+    from nethical_otel.embedded import setup
 
     overrides = {"service_name": "nethical-demo"} if not _service_name_configured() else {}
     if port is not None:
@@ -96,9 +121,129 @@ def demo(config_file, duration, rps, agents, window, refresh, port, seed) -> Non
             window_s=window,
             refresh_s=refresh,
             seed=seed,
+            inject=Injection(inject_slowdown, inject_at, inject_for, inject_action)
+            if inject_slowdown
+            else None,
         )
     finally:
         telemetry.shutdown()
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML settings file.")
+@click.option("--once", is_flag=True, help="Evaluate one step, print it and exit (a configuration check).")
+def agent(config_file, once) -> None:
+    """Run the regression detector as its own process (fleet mode).
+
+    Reads fleet-wide latency histograms from Prometheus (prometheus_url), compares each
+    service/action/cohort with its baseline (baseline_file; learned when missing), and sends
+    regression alerts to Alertmanager (alertmanager_url). Serves /metrics and /healthz on
+    agent_host:agent_port. Stops cleanly on SIGTERM.
+    """
+    import logging
+
+    from nethical_otel.config import load_settings
+    from nethical_otel.detect.agent import Agent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    agent = Agent(load_settings(config_file))
+    try:
+        if once:
+            agent.run(max_steps=1)
+            _print_reports(agent.detector.last_reports)
+            return
+        url = agent.serve()
+        click.echo(f"nethical-otel agent: reading {agent.settings.prometheus_url}; metrics on {url}/metrics")
+        agent.install_signal_handlers()
+        agent.run()
+    finally:
+        agent.close()
+
+
+def _print_reports(reports) -> None:
+    for report in reports:
+        verdicts = ", ".join(f"{f.metric}={f.verdict}" for f in report.findings) or (
+            "baseline learned" if report.learned else "no baseline yet"
+        )
+        calls = report.window.histogram.count
+        click.echo(f"{report.key}: {calls} calls in {report.window.seconds:.0f} s; {verdicts}")
+
+
+@main.group()
+def baseline() -> None:
+    """Create and inspect baselines (what normal looks like per service/action/cohort)."""
+
+
+@baseline.command("create")
+@click.option(
+    "--output", "-o", required=True, type=click.Path(dir_okay=False), help="Baseline file to write."
+)
+@click.option("--from-prometheus", "prometheus_url", help="Prometheus base URL (fleet-wide window).")
+@click.option("--from-metrics", "metrics_url", help="A service's /metrics URL, scraped twice a window apart.")
+@click.option("--window", type=click.FloatRange(min=1), default=300.0, show_default=True, help="Seconds.")
+@click.option(
+    "--service-label", default="job", show_default=True, help="Prometheus label naming the service."
+)
+@click.option("--version", "version_", default="", help="Version or git sha to record with the baseline.")
+@click.option("--force", is_flag=True, help="Replace an existing file.")
+def baseline_create(output, prometheus_url, metrics_url, window, service_label, version_, force) -> None:
+    """Record the live window of a running service as its baseline."""
+    import time
+
+    from nethical_otel.detect.baseline import Baseline, BaselineSet
+    from nethical_otel.detect.sources import PrometheusSource, scrape, window_between
+
+    if bool(prometheus_url) == bool(metrics_url):
+        raise click.UsageError("give exactly one of --from-prometheus or --from-metrics")
+    if prometheus_url:
+        windows = PrometheusSource(prometheus_url, window, service_label=service_label).read(time.time())
+        source = f"prometheus:{prometheus_url}"
+    else:
+        first = scrape(metrics_url)
+        click.echo(f"scraped {metrics_url}; scraping again in {window:.0f} s", err=True)
+        time.sleep(window)
+        windows = window_between(first, scrape(metrics_url))
+        source = f"scrape:{metrics_url}"
+    baselines = BaselineSet(
+        Baseline(key, w.histogram, w.seconds, source=source, version=version_)
+        for key, w in windows.items()
+        if w.histogram.count
+    )
+    if not len(baselines):
+        raise NethicalOtelError(f"no calls of nethical_action_duration_seconds in the window from {source}")
+    baselines.save(output, overwrite=force)
+    click.echo(f"wrote {len(baselines)} baselines to {output}")
+
+
+@baseline.command("show")
+@click.argument("path", type=click.Path(dir_okay=False))
+def baseline_show(path) -> None:
+    """Print the baselines in a file."""
+    import datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from nethical_otel.detect.baseline import BaselineSet
+
+    table = Table(title=path, title_justify="left")
+    for column in ("series", "calls", "p50 ms", "p95 ms", "p99 ms", "req/s", "errors", "created", "source"):
+        table.add_column(column, justify="left" if column in ("series", "source", "created") else "right")
+    for b in BaselineSet.load(path):
+        p50, p95, p99 = b.histogram.quantiles([0.5, 0.95, 0.99]) * 1000
+        created = datetime.datetime.fromtimestamp(b.created_at, tz=datetime.timezone.utc)
+        table.add_row(
+            str(b.key),
+            str(b.histogram.count),
+            f"{p50:.2f}",
+            f"{p95:.2f}",
+            f"{p99:.2f}",
+            f"{b.throughput_rps:.1f}",
+            f"{b.error_rate:.2%}",
+            created.strftime("%Y-%m-%d %H:%M"),
+            b.source + (f" @ {b.version}" if b.version else ""),
+        )
+    Console().print(table)
 
 
 def _service_name_configured() -> bool:

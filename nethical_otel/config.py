@@ -119,6 +119,54 @@ class Settings:
         100, "Distinct values kept per metric attribute (action, cohort); more fold into `other`."
     )
 
+    # -- regression detector (embedded thread or `nethical-otel agent`) --------------------
+    detector_enabled: bool = _setting(
+        False, "Run the regression detector inside the service (embedded mode)."
+    )
+    detector_window_s: float = _setting(60.0, "Rolling window the live quantiles are computed over, seconds.")
+    detector_step_s: float = _setting(10.0, "Seconds between evaluations.")
+    detector_for_s: float = _setting(30.0, "A regression must hold this long before its alert fires (`for`).")
+    detector_keep_firing_for_s: float = _setting(
+        60.0, "A firing alert resolves after its condition has been false this long."
+    )
+    detector_learn: bool = _setting(
+        True, "Learn a baseline from the first full window of a series that has none."
+    )
+    baseline_file: str | None = _setting(
+        None, "Baseline file (JSON) to compare against; learned ones are added."
+    )
+    policy: dict[str, Any] = _setting(
+        {},
+        "Thresholds: YAML mapping (or JSON in env) with `quantiles`, `error_rate`, `throughput`, "
+        "`confidence`, `min_samples` and per-series `overrides`; see docs/detector.md.",
+    )
+    prometheus_url: str | None = _setting(
+        None, "Fleet mode: Prometheus base URL the agent reads fleet-wide histograms from."
+    )
+    prometheus_service_label: str = _setting(
+        "job", "Label that names the service in Prometheus (`job` when fed by the Collector)."
+    )
+    alertmanager_url: str | None = _setting(None, "Alertmanager base URL; alerts go to the log without it.")
+    alertmanager_username: str | None = _setting(None, "Basic-auth user for Alertmanager.")
+    alertmanager_password: str | None = _setting(None, "Basic-auth password (secret).", secret=True)
+    alertmanager_password_file: str | None = _setting(None, "File holding the basic-auth password.")
+    alertmanager_bearer_token: str | None = _setting(
+        None, "Bearer token for Alertmanager (secret).", secret=True
+    )
+    alertmanager_bearer_token_file: str | None = _setting(None, "File holding the bearer token.")
+    alertmanager_ca_file: str | None = _setting(None, "CA bundle to verify Alertmanager's TLS certificate.")
+    alertmanager_insecure_skip_verify: bool = _setting(False, "Do not verify Alertmanager's certificate.")
+    alert_resend_interval_s: float = _setting(
+        60.0, "Firing alerts are resent this often, with endsAt = now + 4 x this."
+    )
+    webhook_url: str | None = _setting(None, "Also POST alerts as JSON to this URL.")
+    runbook_base_url: str = _setting(
+        "docs/runbooks", "Base of the `runbook_url` annotation; `/<alertname>.md` is appended."
+    )
+    dashboard_url: str | None = _setting(None, "Grafana dashboard URL put on alerts (`dashboard_url`).")
+    agent_host: str = _setting("127.0.0.1", "Address the agent's /metrics and /healthz bind to.")
+    agent_port: int = _setting(9465, "Port of the agent's /metrics and /healthz (0 picks a free one).")
+
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
             message = check(getattr(self, name))
@@ -152,6 +200,8 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
 
 
+_URL = "must be an http:// or https:// URL"
+
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "otlp_protocol": _one_of(OTLP_PROTOCOLS),
     "traces_sampler": _one_of(SAMPLERS),
@@ -165,6 +215,15 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "buckets_per_octave": lambda v: None if v in (1, 2, 4, 8) else "must be 1, 2, 4 or 8",
     "histogram_scale": lambda v: None if 3 <= v <= 10 else "must be within 3..10",
     "max_attribute_values": lambda v: None if v >= 1 else "must be >= 1",
+    "detector_window_s": lambda v: None if v > 0 else "must be > 0",
+    "detector_step_s": lambda v: None if v > 0 else "must be > 0",
+    "detector_for_s": lambda v: None if v >= 0 else "must be >= 0",
+    "detector_keep_firing_for_s": lambda v: None if v >= 0 else "must be >= 0",
+    "alert_resend_interval_s": lambda v: None if v > 0 else "must be > 0",
+    "agent_port": lambda v: None if 0 <= v <= 65535 else "must be a port number 0..65535",
+    "alertmanager_url": lambda v: None if v is None or v.startswith(("http://", "https://")) else _URL,
+    "webhook_url": lambda v: None if v is None or v.startswith(("http://", "https://")) else _URL,
+    "prometheus_url": lambda v: None if v is None or v.startswith(("http://", "https://")) else _URL,
 }
 
 
@@ -200,6 +259,15 @@ def _field_type(f: dataclasses.Field) -> str:
 def _coerce(f: dataclasses.Field, value: Any) -> Any:
     """Turn an env string or a YAML value into the field's type, or raise ValueError."""
     kind = _field_type(f)
+    if kind == "dict[str,Any]":  # nested YAML, or YAML/JSON text from the environment
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) if value.strip() else {}
+            except yaml.YAMLError:
+                raise ValueError("expected a YAML or JSON mapping") from None
+        if not isinstance(value, Mapping):
+            raise ValueError("expected a mapping")
+        return dict(value)
     if kind == "dict":
         if isinstance(value, Mapping):
             return {str(k): str(v) for k, v in value.items()}

@@ -13,17 +13,16 @@ import itertools
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from nethical_otel.detect.sources import InProcessSource
 from nethical_otel.example import PROFILES, GovernanceError, IntegratedGovernance
 from nethical_otel.stats import LatencyHistogram
 from nethical_otel.telemetry import Telemetry
-from nethical_otel.telemetry.recorder import ACTION
 
 ACTIONS = tuple(PROFILES)
 COHORTS = ("control", "treatment")
@@ -40,50 +39,32 @@ class WindowStats:
     p99_ms: float
 
 
-def per_action(telemetry: Telemetry) -> dict[str, LatencyHistogram]:
-    """Cumulative histogram per action, all cohorts and outcomes merged."""
-    merged: dict[str, LatencyHistogram] = {}
-    for attributes, hist in telemetry.registry.histograms():
-        action = attributes[ACTION]
-        if action in merged:
-            merged[action].merge(hist)
-        else:
-            merged[action] = hist
-    return merged
-
-
 class RollingWindow:
-    """Window statistics as the difference of two cumulative snapshots."""
+    """Per-action window statistics, read through the detector's in-process source."""
 
     def __init__(self, telemetry: Telemetry, window_s: float) -> None:
-        self._telemetry = telemetry
-        self._window_s = window_s
-        self._snapshots: deque[tuple[float, dict[str, LatencyHistogram]]] = deque()
+        self._source = InProcessSource(
+            telemetry.registry.histograms, telemetry.settings.service_name, window_s
+        )
 
     def update(self) -> list[WindowStats]:
-        now = time.monotonic()
-        latest = per_action(self._telemetry)
-        self._snapshots.append((now, latest))
-        while len(self._snapshots) > 2 and now - self._snapshots[1][0] >= self._window_s:
-            self._snapshots.popleft()
-        started, oldest = self._snapshots[0]
-        elapsed = max(now - started, 1e-9)
+        merged: dict[str, tuple[LatencyHistogram, float]] = {}
+        for key, window in self._source.read(time.time()).items():
+            if key.action in merged:
+                merged[key.action][0].merge(window.histogram)
+            else:
+                merged[key.action] = (window.histogram.copy(), window.seconds)
         rows = []
-        for action, hist in sorted(latest.items()):
-            window = (
-                hist.copy().subtract(oldest[action])
-                if action in oldest and len(self._snapshots) > 1
-                else hist
-            )
-            if not window.count:
+        for action, (hist, seconds) in sorted(merged.items()):
+            if not hist.count:
                 continue
-            p50, p95, p99 = window.quantiles([0.5, 0.95, 0.99]) * 1000.0
+            p50, p95, p99 = hist.quantiles([0.5, 0.95, 0.99]) * 1000.0
             rows.append(
                 WindowStats(
                     action=action,
-                    requests=window.count,
-                    throughput_rps=window.count / elapsed if len(self._snapshots) > 1 else float("nan"),
-                    error_rate=window.errors / window.count,
+                    requests=hist.count,
+                    throughput_rps=hist.count / seconds if seconds > 0 else float("nan"),
+                    error_rate=hist.error_rate,
                     p50_ms=p50,
                     p95_ms=p95,
                     p99_ms=p99,
@@ -92,11 +73,41 @@ class RollingWindow:
         return rows
 
 
+@dataclass(frozen=True)
+class Injection:
+    """Slow ``action`` (every action when None) by ``factor`` from ``at_s`` for ``for_s`` seconds."""
+
+    factor: float
+    at_s: float
+    for_s: float | None = None
+    action: str | None = None
+
+    def apply(self, service: IntegratedGovernance, elapsed_s: float) -> bool:
+        """Set the service's slowdown for this moment; True while the slowdown is on."""
+        on = elapsed_s >= self.at_s and (self.for_s is None or elapsed_s < self.at_s + self.for_s)
+        factor = self.factor if on else 1.0
+        if self.action is None:
+            service.slowdown = factor
+        else:
+            service.slowdown_by_action[self.action] = factor
+        return on
+
+
 class SteadyLoad:
     """``agents`` threads calling ``process_action`` at ``rps`` in total, paced, until stopped."""
 
-    def __init__(self, service: IntegratedGovernance, rps: float, agents: int) -> None:
+    def __init__(
+        self,
+        service: IntegratedGovernance,
+        rps: float,
+        agents: int,
+        *,
+        actions: tuple[str, ...] = ACTIONS,
+        cohorts: tuple[str, ...] = COHORTS,
+    ) -> None:
         self.service = service
+        self.actions = actions
+        self.cohorts = cohorts
         self.interval = agents / rps
         self.agents = agents
         self.stop = threading.Event()
@@ -120,8 +131,8 @@ class SteadyLoad:
                 self.service.process_action(
                     agent_id,
                     "summarize the open tickets and draft a reply",
-                    cohort=COHORTS[n % len(COHORTS)],
-                    action_type=ACTIONS[n % len(ACTIONS)],
+                    cohort=self.cohorts[n % len(self.cohorts)],
+                    action_type=self.actions[n % len(self.actions)],
                 )
             next(self.calls)
 
@@ -171,6 +182,7 @@ def run_demo(
     window_s: float,
     refresh_s: float,
     seed: int | None,
+    inject: Injection | None = None,
     console: Console | None = None,
 ) -> list[WindowStats]:
     """Run until ``duration_s`` (None: until Ctrl-C); returns the last window's rows."""
@@ -187,12 +199,16 @@ def run_demo(
     with SteadyLoad(service, rps, agents), live:
         try:
             while duration_s is None or time.monotonic() - started < duration_s:
+                if inject is not None:
+                    inject.apply(service, time.monotonic() - started)
                 time.sleep(refresh_s)
                 rows = window.update()
                 if interactive:
                     live.update(render(rows, title), refresh=True)
                 else:
-                    console.print(plain_line(rows, time.monotonic() - started), highlight=False)
+                    console.print(
+                        plain_line(rows, time.monotonic() - started), highlight=False, soft_wrap=True
+                    )
         except KeyboardInterrupt:
             pass
     if not interactive:

@@ -173,9 +173,6 @@ def start_prometheus(
     alertmanager_url: str | None = None,
 ) -> Iterator[RunningServer]:
     """A Prometheus on 127.0.0.1:free port scraping ``scrape_targets``; stopped on exit."""
-    binary = require_binary("prometheus")
-    workdir = tmp_path / "prometheus"
-    workdir.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval},
         "scrape_configs": [_scrape_job(job_name, scrape_targets, scrape_interval)] if scrape_targets else [],
@@ -185,6 +182,16 @@ def start_prometheus(
     if alertmanager_url:
         config["alerting"] = {"alertmanagers": [
             {"static_configs": [{"targets": [urlsplit(alertmanager_url).netloc]}]}]}
+    with start_prometheus_with(tmp_path, config) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def start_prometheus_with(tmp_path: Path, config: dict[str, Any]) -> Iterator[RunningServer]:
+    """A Prometheus on 127.0.0.1:free port running the complete ``config``; stopped on exit."""
+    binary = require_binary("prometheus")
+    workdir = tmp_path / "prometheus"
+    workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     port = free_port()
@@ -250,7 +257,7 @@ _DEFAULT_ALERTMANAGER_CONFIG: dict[str, Any] = {
 
 @contextlib.contextmanager
 def start_alertmanager(
-    tmp_path: Path, config: dict[str, Any] | str | None = None
+    tmp_path: Path, config: dict[str, Any] | str | None = None, port: int | None = None
 ) -> Iterator[RunningServer]:
     """An Alertmanager on 127.0.0.1:free port, no gossip listener; stopped on exit.
 
@@ -265,7 +272,7 @@ def start_alertmanager(
     text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
     config_path = workdir / "alertmanager.yml"
     config_path.write_text(text, encoding="utf-8")
-    port = free_port()
+    port = port or free_port()
     url = f"http://{LOOPBACK}:{port}"
     args = [
         binary,
@@ -276,3 +283,153 @@ def start_alertmanager(
     ]
     with ServerProcess(args, workdir, f"{url}/-/ready", name="alertmanager") as process:
         yield RunningServer(url, process, config_path)
+
+
+# -- Deploy files ----------------------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS_DEPLOY_CONFIG = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
+
+
+def deploy_prometheus_config(
+    targets: dict[str, Sequence[str]],
+    *,
+    interval: str = "1s",
+    alertmanager_url: str | None = None,
+) -> dict[str, Any]:
+    """``deploy/prometheus/prometheus.yml`` as shipped, pointed at servers on loopback.
+
+    Each scrape job keeps its own settings (``honor_labels``, paths) but its targets become
+    ``targets[job_name]``; jobs not named in ``targets`` are dropped. Rule files become
+    absolute paths, scrape and evaluation intervals become ``interval``.
+    """
+    config = yaml.safe_load(PROMETHEUS_DEPLOY_CONFIG.read_text(encoding="utf-8"))
+    unknown = set(targets) - {job["job_name"] for job in config["scrape_configs"]}
+    if unknown:
+        raise ValueError(f"{PROMETHEUS_DEPLOY_CONFIG} has no scrape job {sorted(unknown)}")
+    config["global"].update(scrape_interval=interval, scrape_timeout=interval, evaluation_interval=interval)
+    jobs = []
+    for job in config["scrape_configs"]:
+        if job["job_name"] not in targets:
+            continue
+        for key in ("scrape_interval", "scrape_timeout"):
+            job.pop(key, None)
+        job["static_configs"] = [{"targets": list(targets[job["job_name"]])}]
+        jobs.append(job)
+    config["scrape_configs"] = jobs
+    base = PROMETHEUS_DEPLOY_CONFIG.parent
+    config["rule_files"] = [str(base / pattern) for pattern in config.get("rule_files", [])]
+    if alertmanager_url:
+        config["alerting"] = {"alertmanagers": [
+            {"static_configs": [{"targets": [urlsplit(alertmanager_url).netloc]}]}]}
+    else:
+        config.pop("alerting", None)
+    return config
+
+
+# -- OpenTelemetry Collector -----------------------------------------------------------------
+
+COLLECTOR_DIR = REPO_ROOT / "collector"
+COLLECTOR_CONFIG = COLLECTOR_DIR / "config.yaml"
+COLLECTOR_MANIFEST = COLLECTOR_DIR / "builder-config.yaml"
+COLLECTOR_BINARY_ENV = "OTELCOL_BINARY"  # use this collector binary instead of the cached build
+
+
+def collector_binary() -> str:
+    """Path of the collector to test: ``$OTELCOL_BINARY``, else the cached build of the manifest.
+
+    ``collector/build.sh --path`` names the build without running it (building takes
+    minutes; ``make test`` does it first). No binary: the test skips loudly, or fails under CI.
+    """
+    explicit = os.environ.get(COLLECTOR_BINARY_ENV)
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            pytest.fail(f"{COLLECTOR_BINARY_ENV}={explicit} is not an executable file", pytrace=False)
+        return explicit
+    done = subprocess.run(["bash", str(COLLECTOR_DIR / "build.sh"), "--path"], capture_output=True,
+                          text=True, timeout=30, check=False)
+    path = done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else ""
+    if path and os.access(path, os.X_OK):
+        return path
+    why = f"collector/build.sh --path failed: {done.stderr.strip()}" if not path else f"no build at {path}"
+    hint = "run `make test` or `collector/build.sh`" if shutil.which("go") else \
+        "install Go (https://go.dev/dl), then run `make test` or `collector/build.sh`"
+    reason = f"!!! OpenTelemetry Collector not built ({why}): {hint}"
+    if os.environ.get("CI"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@dataclass
+class RunningCollector:
+    process: ServerProcess
+    config_path: Path
+    otlp_grpc_endpoint: str  # http://127.0.0.1:PORT, for setup(otlp_endpoint=..., otlp_protocol="grpc")
+    otlp_http_endpoint: str  # http://127.0.0.1:PORT, for otlp_protocol="http/protobuf"
+    metrics_url: str  # the `prometheus` exporter: http://127.0.0.1:PORT/metrics
+    telemetry_url: str  # the collector's own metrics: http://127.0.0.1:PORT/metrics
+    health_url: str
+
+    def otlp_endpoint(self, protocol: str) -> str:
+        return self.otlp_grpc_endpoint if protocol == "grpc" else self.otlp_http_endpoint
+
+    @property
+    def metrics_target(self) -> str:
+        """``host:port`` of the exporter, for a Prometheus scrape job."""
+        return urlsplit(self.metrics_url).netloc
+
+    def scrape(self) -> str:
+        response = httpx.get(self.metrics_url, timeout=5.0)
+        response.raise_for_status()
+        return response.text
+
+
+@contextlib.contextmanager
+def start_collector(
+    tmp_path: Path,
+    config: Path | str | dict[str, Any] = COLLECTOR_CONFIG,
+    *,
+    env: dict[str, str] | None = None,
+    ready_timeout_s: float = 30.0,
+) -> Iterator[RunningCollector]:
+    """The built collector on 127.0.0.1 free ports, running ``config``; stopped on exit.
+
+    ``config`` is a file (default: the shipped ``collector/config.yaml``), or YAML text or a
+    mapping written to the temp dir. Every listener is set through the ``OTELCOL_*`` variables
+    that ``collector/config.yaml`` reads, so a custom config must read them too. Span metrics
+    flush every second here (production: 15 s); ``env`` overrides any variable.
+    """
+    binary = collector_binary()
+    workdir = tmp_path / "otelcol"
+    workdir.mkdir(parents=True, exist_ok=True)
+    if isinstance(config, Path):
+        config_path = config
+    else:
+        config_path = workdir / "config.yaml"
+        text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
+        config_path.write_text(text, encoding="utf-8")
+    grpc, http, exporter, telemetry, health = (free_port() for _ in range(5))
+    settings = {
+        "OTELCOL_OTLP_GRPC_ENDPOINT": f"{LOOPBACK}:{grpc}",
+        "OTELCOL_OTLP_HTTP_ENDPOINT": f"{LOOPBACK}:{http}",
+        "OTELCOL_PROMETHEUS_ENDPOINT": f"{LOOPBACK}:{exporter}",
+        "OTELCOL_TELEMETRY_HOST": LOOPBACK,
+        "OTELCOL_TELEMETRY_PORT": str(telemetry),
+        "OTELCOL_HEALTH_ENDPOINT": f"{LOOPBACK}:{health}",
+        "OTELCOL_SPANMETRICS_FLUSH_INTERVAL": "1s",
+        "OTELCOL_BATCH_TIMEOUT": "200ms",
+    }
+    full_env = {**os.environ, **settings, **(env or {})}
+    health_url = f"http://{LOOPBACK}:{health}/"
+    args = [binary, f"--config={config_path}"]
+    with ServerProcess(args, workdir, health_url, name="otelcol", env=full_env,
+                       ready_timeout_s=ready_timeout_s) as process:
+        yield RunningCollector(
+            process=process,
+            config_path=config_path,
+            otlp_grpc_endpoint=f"http://{LOOPBACK}:{grpc}",
+            otlp_http_endpoint=f"http://{LOOPBACK}:{http}",
+            metrics_url=f"http://{LOOPBACK}:{exporter}/metrics",
+            telemetry_url=f"http://{LOOPBACK}:{telemetry}/metrics",
+            health_url=health_url,
+        )

@@ -1,6 +1,6 @@
 """Providers, exporters and the instrumentation of a service's hot functions."""
 
 from nethical_otel.telemetry.instrument import action, instrument
-from nethical_otel.telemetry.setup import Telemetry, setup
+from nethical_otel.telemetry.setup import Telemetry
 
-__all__ = ["Telemetry", "action", "instrument", "setup"]
+__all__ = ["Telemetry", "action", "instrument"]

@@ -1,4 +1,4 @@
-"""``setup()``: OpenTelemetry for a service in one call.
+"""``Telemetry``: OpenTelemetry for a service, built from ``Settings``.
 
 Builds the tracer and meter providers from ``Settings`` (OTLP and Prometheus exporters,
 sampler, resource), makes them the pipeline that ``@instrument`` records into, and by
@@ -10,11 +10,9 @@ slow costs the service nothing but the dropped telemetry.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -31,7 +29,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 
 from nethical_otel._version import __version__
-from nethical_otel.config import Settings, load_settings
+from nethical_otel.config import Settings
 from nethical_otel.errors import ConfigError
 from nethical_otel.telemetry.bridge import HistogramBridge, explicit_bounds
 from nethical_otel.telemetry.instrument import STATE
@@ -116,6 +114,8 @@ class Telemetry:
         self.prometheus_url: str | None = None
         self._prometheus_server = None
         self._pipeline: Pipeline | None = None
+        self._shutdown_hooks: list[Callable[[], None]] = []
+        self.detector = None  # the embedded detector, when nethical_otel.setup() started one
         if settings.sdk_disabled:
             _log.info("nethical-otel: OTEL_SDK_DISABLED is set; instrumented calls run untouched")
             STATE.activate(_DisabledPipeline())
@@ -203,6 +203,10 @@ class Telemetry:
         else:
             _log.warning("nethical-otel: a global MeterProvider is already set; leaving it in place")
 
+    def add_shutdown_hook(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` first thing in ``shutdown()`` (last added, first run)."""
+        self._shutdown_hooks.append(hook)
+
     def force_flush(self, timeout_s: float = 10.0) -> bool:
         """Export buffered spans and metrics now. True when every exporter succeeded."""
         if self.tracer_provider is None or self.meter_provider is None:
@@ -221,6 +225,8 @@ class Telemetry:
         Waits at most ``timeout_s``: with the collector unreachable the exporters would
         otherwise retry for their whole timeout each, holding up the service's exit.
         """
+        while self._shutdown_hooks:
+            self._shutdown_hooks.pop()()
         STATE.deactivate(self._pipeline)
         if self._prometheus_server is not None:
             self._prometheus_server.shutdown()
@@ -253,27 +259,3 @@ class _DisabledPipeline:
 
     registry = None
     tracer = None
-
-
-def setup(
-    config_file: str | os.PathLike[str] | None = None,
-    *,
-    span_processors: Iterable[SpanProcessor] = (),
-    metric_readers: Iterable[MetricReader] = (),
-    set_global: bool = True,
-    **overrides: Any,
-) -> Telemetry:
-    """Configure OpenTelemetry for this service and return a handle to flush or shut it down.
-
-    Settings come from ``overrides`` (any ``Settings`` field), then the environment
-    (``OTEL_*``, ``NETHICAL_OTEL_*``), then ``config_file`` (or ``$NETHICAL_OTEL_CONFIG``),
-    then defaults. Extra ``span_processors``/``metric_readers`` (e.g. the SDK's in-memory
-    ones) are added to what the settings ask for.
-    """
-    settings = load_settings(config_file, **overrides)
-    return Telemetry(
-        settings,
-        span_processors=tuple(span_processors),
-        metric_readers=tuple(metric_readers),
-        set_global=set_global,
-    )

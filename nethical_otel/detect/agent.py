@@ -1,0 +1,195 @@
+"""``nethical-otel agent``: the detector as its own process (fleet mode).
+
+Reads fleet-wide histograms from Prometheus, compares them with baselines, sends alerts,
+and serves its own ``/metrics`` (current and baseline values per series and quantile,
+their ratio, alerts by state, evaluation time) and ``/healthz`` (200 while evaluations
+succeed on schedule, 503 otherwise). SIGTERM or SIGINT stops it cleanly: the current
+step finishes and pending alert deliveries get a few seconds to go out.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+from nethical_otel.config import Settings
+from nethical_otel.detect.alerts import State
+from nethical_otel.detect.build import build_detector
+from nethical_otel.detect.detector import Detector, SeriesReport
+from nethical_otel.detect.sources import PrometheusSource
+from nethical_otel.errors import ConfigError
+
+_log = logging.getLogger(__name__)
+SERIES = ("service", "action", "cohort")
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
+        return None
+
+
+class _ThreadingServer(WSGIServer):
+    daemon_threads = True
+
+    def process_request(self, request, client_address):  # one thread per request
+        threading.Thread(target=self._handle, args=(request, client_address), daemon=True).start()
+
+    def _handle(self, request, client_address):
+        try:
+            self.finish_request(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+
+class AgentMetrics:
+    """The agent's own Prometheus metrics, refreshed after every step."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        q = (*SERIES, "quantile")
+        self.baseline_seconds = Gauge(
+            "nethical_detector_baseline_seconds", "Baseline quantile.", q, registry=r
+        )
+        self.current_seconds = Gauge(
+            "nethical_detector_current_seconds", "Live window quantile.", q, registry=r
+        )
+        self.ratio = Gauge("nethical_detector_ratio", "Live / baseline quantile.", q, registry=r)
+        self.baseline_errors = Gauge(
+            "nethical_detector_baseline_error_ratio", "Baseline error ratio.", SERIES, registry=r
+        )
+        self.current_errors = Gauge(
+            "nethical_detector_current_error_ratio", "Live window error ratio.", SERIES, registry=r
+        )
+        self.baseline_rps = Gauge(
+            "nethical_detector_baseline_requests_per_second", "Baseline throughput.", SERIES, registry=r
+        )
+        self.current_rps = Gauge(
+            "nethical_detector_current_requests_per_second", "Live window throughput.", SERIES, registry=r
+        )
+        self.alerts = Gauge(
+            "nethical_detector_alerts", "Alerts by state.", ("alertname", "severity", "state"), registry=r
+        )
+        self.duration = Histogram(
+            "nethical_detector_evaluation_duration_seconds",
+            "Time one evaluation step takes.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.evaluations = Counter("nethical_detector_evaluations", "Evaluation steps run.", registry=r)
+        self._gauges = (
+            self.baseline_seconds,
+            self.current_seconds,
+            self.ratio,
+            self.baseline_errors,
+            self.current_errors,
+            self.baseline_rps,
+            self.current_rps,
+            self.alerts,
+        )
+
+    def update(self, detector: Detector, reports: list[SeriesReport]) -> None:
+        for gauge in self._gauges:
+            gauge.clear()  # series that went away must not linger at their last value
+        for report in reports:
+            labels = report.key.labels()
+            if report.baseline is not None:
+                self.baseline_errors.labels(**labels).set(report.baseline.error_rate)
+                self.baseline_rps.labels(**labels).set(report.baseline.throughput_rps)
+            if report.window.histogram.count:
+                self.current_errors.labels(**labels).set(report.window.histogram.error_rate)
+            self.current_rps.labels(**labels).set(report.window.throughput_rps)
+            for finding in report.findings:
+                c = finding.comparison
+                if c.quantile is None:
+                    continue
+                q = f"{c.quantile:g}"
+                self.baseline_seconds.labels(**labels, quantile=q).set(c.baseline_value)
+                self.current_seconds.labels(**labels, quantile=q).set(c.current_value)
+                self.ratio.labels(**labels, quantile=q).set(c.ratio)
+        counts: dict[tuple[str, str, str], int] = {}
+        for alert in detector.book.alerts(State.PENDING, State.FIRING):
+            key = (alert.name, alert.labels.get("severity", ""), alert.state.value)
+            counts[key] = counts.get(key, 0) + 1
+        for (name, severity, state), n in counts.items():
+            self.alerts.labels(alertname=name, severity=severity, state=state).set(n)
+        self.duration.observe(detector.last_duration_s)
+        self.evaluations.inc()
+
+
+class Agent:
+    def __init__(self, settings: Settings) -> None:
+        if not settings.prometheus_url:
+            raise ConfigError("the agent reads fleet-wide histograms from Prometheus: set prometheus_url")
+        self.settings = settings
+        source = PrometheusSource(
+            settings.prometheus_url,
+            settings.detector_window_s,
+            service_label=settings.prometheus_service_label,
+        )
+        self.detector = build_detector(settings, source)
+        self.metrics = AgentMetrics()
+        self.stop_event = threading.Event()
+        self.last_ok: float | None = None
+        self.url: str | None = None
+        self._server: WSGIServer | None = None
+
+    def _app(self, environ, start_response):
+        if environ.get("PATH_INFO") == "/healthz":
+            step = self.settings.detector_step_s
+            healthy = self.last_ok is not None and time.monotonic() - self.last_ok < 3 * step + 5
+            status = "200 OK" if healthy else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ok\n" if healthy else b"no successful evaluation recently\n"]
+        return self._metrics_app(environ, start_response)
+
+    def serve(self) -> str:
+        """Start /metrics and /healthz; returns the base URL."""
+        self._metrics_app = make_wsgi_app(self.metrics.registry)
+        host, port = self.settings.agent_host, self.settings.agent_port
+        try:
+            self._server = make_server(
+                host, port, self._app, server_class=_ThreadingServer, handler_class=_Quiet
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve the agent on {host}:{port} ({exc.strerror}); set agent_port"
+            ) from None
+        threading.Thread(target=self._server.serve_forever, name="nethical-agent-http", daemon=True).start()
+        self.url = f"http://{host}:{self._server.server_port}"
+        return self.url
+
+    def run(self, *, max_steps: int | None = None) -> None:
+        """Evaluate every step until stopped (SIGTERM/SIGINT, ``stop_event`` or ``max_steps``)."""
+        step_s = self.settings.detector_step_s
+        next_at = time.monotonic()
+        steps = 0
+        while not self.stop_event.is_set() and (max_steps is None or steps < max_steps):
+            try:
+                reports = self.detector.step()
+                self.metrics.update(self.detector, reports)
+                self.last_ok = time.monotonic()
+            except Exception:
+                _log.exception("nethical-otel agent: evaluation failed; trying again next step")
+            steps += 1
+            next_at += step_s
+            self.stop_event.wait(max(0.0, next_at - time.monotonic()))
+
+    def close(self) -> None:
+        self.detector.close()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum, frame):
+            _log.info("nethical-otel agent: %s received, stopping", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)

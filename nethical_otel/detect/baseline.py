@@ -1,0 +1,173 @@
+"""Baselines: what "normal" looks like for each (service, action, cohort).
+
+A ``Baseline`` is the latency histogram of a reference window plus its throughput and
+error rate and where it came from. A baseline file holds one per series as versioned
+JSON; it is written atomically (temp file + rename, so a crash never leaves half a file)
+and validated on load: a corrupt or wrong-version file is a ``BaselineError`` naming the
+file and what is wrong, never silently replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nethical_otel.errors import NethicalOtelError
+from nethical_otel.stats import LatencyHistogram, StatsError
+
+FORMAT = "nethical-otel-baselines"
+VERSION = 1
+
+
+class BaselineError(NethicalOtelError):
+    """A baseline file that cannot be read, or is not a baseline file we understand."""
+
+
+@dataclass(frozen=True, order=True)
+class SeriesKey:
+    """Identifies a monitored series. ``cohort`` is "" when the calls carry none."""
+
+    service: str
+    action: str
+    cohort: str = ""
+
+    def labels(self) -> dict[str, str]:
+        return {"service": self.service, "action": self.action, "cohort": self.cohort}
+
+    def __str__(self) -> str:
+        return f"{self.service}/{self.action}" + (f"/{self.cohort}" if self.cohort else "")
+
+
+@dataclass
+class Baseline:
+    key: SeriesKey
+    histogram: LatencyHistogram
+    window_s: float
+    source: str
+    created_at: float = field(default_factory=time.time)
+    version: str = ""
+
+    @property
+    def throughput_rps(self) -> float:
+        return self.histogram.count / self.window_s if self.window_s > 0 else math.nan
+
+    @property
+    def error_rate(self) -> float:
+        return self.histogram.error_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.key.service,
+            "action": self.key.action,
+            "cohort": self.key.cohort,
+            "window_s": self.window_s,
+            "source": self.source,
+            "created_at": self.created_at,
+            "version": self.version,
+            "sample_count": self.histogram.count,
+            "throughput_rps": self.throughput_rps,
+            "error_rate": self.error_rate if self.histogram.count else None,
+            "histogram": self.histogram.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Baseline:
+        if not isinstance(data, dict):
+            raise BaselineError(f"{where}: expected an object")
+
+        def need(name: str, kind: type | tuple[type, ...]) -> Any:
+            if name not in data:
+                raise BaselineError(f"{where}: missing {name!r}")
+            value = data[name]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise BaselineError(f"{where}: {name!r} has the wrong type")
+            return value
+
+        try:
+            histogram = LatencyHistogram.from_dict(need("histogram", dict))
+        except StatsError as exc:
+            raise BaselineError(f"{where}: histogram: {exc}") from None
+        window_s = float(need("window_s", (int, float)))
+        if not window_s > 0:
+            raise BaselineError(f"{where}: 'window_s' must be > 0")
+        return cls(
+            key=SeriesKey(need("service", str), need("action", str), need("cohort", str)),
+            histogram=histogram,
+            window_s=window_s,
+            source=need("source", str),
+            created_at=float(need("created_at", (int, float))),
+            version=need("version", str),
+        )
+
+
+class BaselineSet:
+    """The baselines of a file, by series."""
+
+    def __init__(self, baselines: Iterable[Baseline] = ()) -> None:
+        self._by_key: dict[SeriesKey, Baseline] = {}
+        for baseline in baselines:
+            self.add(baseline)
+
+    def add(self, baseline: Baseline) -> None:
+        self._by_key[baseline.key] = baseline
+
+    def get(self, key: SeriesKey) -> Baseline | None:
+        return self._by_key.get(key)
+
+    def __iter__(self):
+        return iter(sorted(self._by_key.values(), key=lambda b: b.key))
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write atomically. Refuses to replace an existing file unless ``overwrite``."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise BaselineError(f"{path} exists; pass --force (overwrite=True) to replace it")
+        document = {"format": FORMAT, "version": VERSION, "baselines": [b.to_dict() for b in self]}
+        write_atomic(path, json.dumps(document, indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> BaselineSet:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise BaselineError(f"cannot read baseline file {path}: {exc.strerror}") from None
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BaselineError(f"baseline file {path} is not valid JSON (line {exc.lineno})") from None
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise BaselineError(f"{path} is not a nethical-otel baseline file")
+        if document.get("version") != VERSION:
+            found = document.get("version")
+            raise BaselineError(f"{path}: baseline format version {found!r}; nethical-otel reads {VERSION}")
+        entries = document.get("baselines")
+        if not isinstance(entries, list):
+            raise BaselineError(f"{path}: 'baselines' must be a list")
+        return cls(Baseline.from_dict(entry, f"{path}: baselines[{i}]") for i, entry in enumerate(entries))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

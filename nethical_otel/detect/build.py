@@ -1,0 +1,71 @@
+"""A detector from ``Settings``: baselines, policy, sinks. Shared by embedded mode and the agent."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from nethical_otel.config import Settings
+from nethical_otel.detect.alerts import Timing
+from nethical_otel.detect.baseline import Baseline, BaselineSet
+from nethical_otel.detect.detector import Detector, PolicyBook
+from nethical_otel.detect.sinks import AlertmanagerSink, LogSink, Sink, WebhookSink, read_secret
+from nethical_otel.detect.sources import Source
+
+_log = logging.getLogger(__name__)
+
+
+def build_sinks(settings: Settings) -> list[Sink]:
+    """The log always; Alertmanager and a webhook when configured."""
+    sinks: list[Sink] = [LogSink()]
+    if settings.alertmanager_url:
+        password = read_secret(
+            settings.alertmanager_password, settings.alertmanager_password_file, "alertmanager password"
+        )
+        token = read_secret(
+            settings.alertmanager_bearer_token, settings.alertmanager_bearer_token_file, "alertmanager token"
+        )
+        basic_auth = (
+            (settings.alertmanager_username, password or "") if settings.alertmanager_username else None
+        )
+        sinks.append(
+            AlertmanagerSink(
+                settings.alertmanager_url,
+                resend_interval_s=settings.alert_resend_interval_s,
+                basic_auth=basic_auth,
+                bearer_token=token,
+                ca_file=settings.alertmanager_ca_file,
+                insecure_skip_verify=settings.alertmanager_insecure_skip_verify,
+            )
+        )
+    if settings.webhook_url:
+        sinks.append(WebhookSink(settings.webhook_url, resend_interval_s=settings.alert_resend_interval_s))
+    return sinks
+
+
+def load_baselines(settings: Settings) -> BaselineSet:
+    """The configured baseline file, or an empty set when there is none yet."""
+    if settings.baseline_file and Path(settings.baseline_file).exists():
+        return BaselineSet.load(settings.baseline_file)
+    return BaselineSet()
+
+
+def build_detector(settings: Settings, source: Source) -> Detector:
+    baselines = load_baselines(settings)
+
+    def persist(_: Baseline) -> None:
+        # Learned baselines survive a restart; the write is atomic.
+        if settings.baseline_file:
+            baselines.save(settings.baseline_file, overwrite=True)
+
+    return Detector(
+        source,
+        baselines,
+        PolicyBook.from_mapping(settings.policy),
+        build_sinks(settings),
+        timing=Timing(for_s=settings.detector_for_s, keep_firing_for_s=settings.detector_keep_firing_for_s),
+        learn=settings.detector_learn,
+        runbook_base_url=settings.runbook_base_url,
+        dashboard_url=settings.dashboard_url,
+        on_learn=persist,
+    )

@@ -1,0 +1,267 @@
+"""Where live latency windows come from.
+
+A source answers one question each step: for every series, the latency histogram of the
+last ``window_s`` seconds. ``InProcessSource`` reads this process' own recorders
+(embedded mode) and windows them as the difference of cumulative snapshots;
+``PrometheusSource`` asks Prometheus for ``increase(...[window])`` of the fleet-wide
+``le`` buckets summed over instances, so counter resets and instance churn are
+Prometheus' problem, solved the standard way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+import numpy as np
+
+from nethical_otel.detect.baseline import SeriesKey
+from nethical_otel.errors import NethicalOtelError
+from nethical_otel.stats import LatencyHistogram, StatsError
+
+_log = logging.getLogger(__name__)
+
+ACTION_ATTRIBUTE = "nethical.action"
+COHORT_ATTRIBUTE = "nethical.cohort"
+
+
+@dataclass(frozen=True)
+class Window:
+    histogram: LatencyHistogram
+    seconds: float  # how much time the histogram covers
+
+    @property
+    def throughput_rps(self) -> float:
+        return self.histogram.count / self.seconds if self.seconds > 0 else math.nan
+
+
+class Source(Protocol):
+    window_s: float
+
+    def read(self, now: float) -> dict[SeriesKey, Window]: ...
+
+
+class RollingWindows:
+    """Windows of ``window_s`` over cumulative histograms, as ``latest - snapshot then``.
+
+    Keeps one snapshot per step for the window's length: memory per series is bounded
+    by ``window_s / step`` histograms, whatever the traffic. A counter that went back
+    (a restarted process) starts the series' window afresh instead of failing.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._snapshots: deque[tuple[float, dict[SeriesKey, LatencyHistogram]]] = deque()
+
+    def update(self, now: float, cumulative: Mapping[SeriesKey, LatencyHistogram]) -> dict[SeriesKey, Window]:
+        previous = self._snapshots[-1][0] if self._snapshots else now
+        self._snapshots.append((now, dict(cumulative)))
+        # Keep the newest snapshot that is at least window_s old, and everything after it.
+        while len(self._snapshots) > 1 and now - self._snapshots[1][0] >= self.window_s:
+            self._snapshots.popleft()
+        started, oldest = self._snapshots[0]
+        windows: dict[SeriesKey, Window] = {}
+        for key, hist in cumulative.items():
+            before = oldest.get(key)
+            if before is None:  # not there yet at the window's start: it had no calls then
+                windows[key] = Window(hist, now - started)
+                continue
+            try:
+                windows[key] = Window(hist.subtract(before), now - started)
+            except StatsError:
+                _log.info("nethical-otel: %s was reset; its window starts again", key)
+                for _, snapshot in self._snapshots:
+                    snapshot.pop(key, None)
+                windows[key] = Window(hist, now - previous)
+        return windows
+
+
+class InProcessSource:
+    """This process' own series (embedded mode), keyed by the service name and labels."""
+
+    def __init__(
+        self,
+        histograms: Callable[[], Iterable[tuple[Mapping[str, str], LatencyHistogram]]],
+        service: str,
+        window_s: float,
+    ) -> None:
+        self._histograms = histograms
+        self.service = service
+        self.window_s = window_s
+        self._windows = RollingWindows(window_s)
+
+    def cumulative(self) -> dict[SeriesKey, LatencyHistogram]:
+        merged: dict[SeriesKey, LatencyHistogram] = {}
+        for attributes, hist in self._histograms():
+            key = SeriesKey(self.service, attributes[ACTION_ATTRIBUTE], attributes.get(COHORT_ATTRIBUTE, ""))
+            if key in merged:
+                merged[key].merge(hist)
+            else:
+                merged[key] = hist
+        return merged
+
+    def read(self, now: float) -> dict[SeriesKey, Window]:
+        return self._windows.update(now, self.cumulative())
+
+
+class SourceError(NethicalOtelError):
+    """Prometheus could not be queried (unreachable, bad query, bad answer)."""
+
+
+class PrometheusSource:
+    """Fleet-wide windows from Prometheus' HTTP API, summed over instances."""
+
+    def __init__(
+        self,
+        url: str,
+        window_s: float,
+        *,
+        metric: str = "nethical_action_duration_seconds",
+        service_label: str = "job",
+        action_label: str = "nethical_action",
+        cohort_label: str = "nethical_cohort",
+        selector: str = "",
+        timeout_s: float = 10.0,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.window_s = window_s
+        self.metric = metric
+        self.labels = (service_label, action_label, cohort_label)
+        self.selector = selector
+        self._client = client or httpx.Client(timeout=timeout_s)
+
+    def _query(self, promql: str, now: float) -> list[dict]:
+        try:
+            response = self._client.get(f"{self.url}/api/v1/query", params={"query": promql, "time": now})
+        except httpx.HTTPError as exc:
+            raise SourceError(f"cannot reach Prometheus at {self.url}: {exc}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            raise SourceError(
+                f"Prometheus at {self.url} answered HTTP {response.status_code}, not JSON"
+            ) from None
+        if body.get("status") != "success":
+            raise SourceError(f"Prometheus at {self.url} rejected {promql!r}: {body.get('error', body)}")
+        return body["data"]["result"]
+
+    def _key(self, labels: Mapping[str, str]) -> SeriesKey:
+        service, action, cohort = (labels.get(name, "") for name in self.labels)
+        return SeriesKey(service, action, cohort)
+
+    def read(self, now: float) -> dict[SeriesKey, Window]:
+        by = ", ".join(self.labels)
+        window = f"{round(self.window_s)}s"
+
+        def increase(suffix: str, extra: str = "", le: bool = False) -> str:
+            selector = ", ".join(filter(None, (self.selector, extra)))
+            group = f"{by}, le" if le else by
+            return f"sum by ({group}) (increase({self.metric}_{suffix}{{{selector}}}[{window}]))"
+
+        buckets: dict[SeriesKey, dict[float, float]] = {}
+        for row in self._query(increase("bucket", le=True), now):
+            le = float(row["metric"]["le"])
+            buckets.setdefault(self._key(row["metric"]), {})[le] = float(row["value"][1])
+        sums = {self._key(r["metric"]): float(r["value"][1]) for r in self._query(increase("sum"), now)}
+        errors = {
+            self._key(r["metric"]): float(r["value"][1])
+            for r in self._query(increase("count", extra='error_type!=""'), now)
+        }
+        windows: dict[SeriesKey, Window] = {}
+        for key, by_le in buckets.items():
+            bounds = sorted(by_le)
+            # increase() extrapolates to fractional counts; round, and keep them monotone.
+            counts = np.maximum.accumulate(
+                np.rint(np.nan_to_num([by_le[b] for b in bounds])).astype(np.int64)
+            )
+            finite = [b for b in bounds if math.isfinite(b)]
+            total = int(counts[-1])
+            try:
+                hist = LatencyHistogram.from_explicit_buckets(
+                    finite,
+                    counts.tolist(),
+                    sum=max(sums.get(key, 0.0), 0.0),
+                    count=total,
+                    cumulative=True,
+                    errors=min(round(errors.get(key, 0.0)), total),
+                )
+            except StatsError as exc:
+                _log.warning("nethical-otel: skipped %s: Prometheus buckets unusable (%s)", key, exc)
+                continue
+            windows[key] = Window(hist, self.window_s)
+        return windows
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """Raw cumulative ``le`` counts of one ``/metrics`` scrape, per series."""
+
+    taken_at: float
+    buckets: dict[SeriesKey, dict[float, float]]
+    sums: dict[SeriesKey, float]
+    errors: dict[SeriesKey, float]
+
+
+def scrape(url: str, metric: str = "nethical_action_duration_seconds", timeout_s: float = 10.0) -> Scrape:
+    """Read one service's ``/metrics`` directly (no Prometheus needed).
+
+    The service name comes from ``target_info``'s ``service_name``.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        response = httpx.get(url, timeout=timeout_s)
+        response.raise_for_status()
+        families = list(text_string_to_metric_families(response.text))
+    except httpx.HTTPError as exc:
+        raise SourceError(f"cannot scrape {url}: {exc}") from None
+    except ValueError as exc:
+        raise SourceError(f"{url} is not Prometheus text exposition: {exc}") from None
+    service = "unknown_service"
+    for family in families:
+        if family.name in ("target", "target_info"):
+            service = next((s.labels.get("service_name", service) for s in family.samples), service)
+    result = Scrape(time.time(), {}, {}, {})
+    for family in families:
+        if family.name != metric:
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            key = SeriesKey(service, labels.get("nethical_action", ""), labels.get("nethical_cohort", ""))
+            if sample.name.endswith("_bucket"):
+                by_le = result.buckets.setdefault(key, {})
+                le = float(labels["le"])
+                by_le[le] = by_le.get(le, 0.0) + sample.value
+            elif sample.name.endswith("_sum"):
+                result.sums[key] = result.sums.get(key, 0.0) + sample.value
+            elif sample.name.endswith("_count") and labels.get("error_type"):
+                result.errors[key] = result.errors.get(key, 0.0) + sample.value
+    return result
+
+
+def window_between(before: Scrape, after: Scrape) -> dict[SeriesKey, Window]:
+    """The window between two scrapes: differences of the raw ``le`` counts, then histograms."""
+    seconds = after.taken_at - before.taken_at
+    windows = {}
+    for key, by_le in after.buckets.items():
+        old = before.buckets.get(key, {})
+        bounds = sorted(by_le)
+        counts = [max(by_le[b] - old.get(b, 0.0), 0.0) for b in bounds]
+        windows[key] = Window(
+            LatencyHistogram.from_explicit_buckets(
+                [b for b in bounds if math.isfinite(b)],
+                np.maximum.accumulate(np.rint(counts)).astype(np.int64).tolist(),
+                sum=max(after.sums.get(key, 0.0) - before.sums.get(key, 0.0), 0.0),
+                cumulative=True,
+                errors=round(max(after.errors.get(key, 0.0) - before.errors.get(key, 0.0), 0.0)),
+            ),
+            seconds,
+        )
+    return windows
