@@ -53,6 +53,8 @@ class RollingWindows:
     Keeps one snapshot per step for the window's length: memory per series is bounded
     by ``window_s / step`` histograms, whatever the traffic. A counter that went back
     (a restarted process) starts the series' window afresh instead of failing.
+    The histograms given to ``update`` are kept as they are: pass snapshots, not objects
+    that go on changing.
     """
 
     def __init__(self, window_s: float) -> None:
