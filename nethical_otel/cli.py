@@ -12,13 +12,14 @@ import click
 
 from nethical_otel._version import __version__
 from nethical_otel.errors import NethicalOtelError
+from nethical_otel.stats import StatsError
 
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except NethicalOtelError as exc:
+        except (NethicalOtelError, StatsError) as exc:
             click.echo(f"nethical-otel: error: {exc}", err=True)
             ctx.exit(2)
 
@@ -250,6 +251,12 @@ def _service_name_configured() -> bool:
     import os
 
     return any(v in os.environ for v in ("OTEL_SERVICE_NAME", "NETHICAL_OTEL_SERVICE_NAME"))
+
+
+from nethical_otel.bench.commands import budget, compare, history, load, memory  # noqa: E402
+
+for _command in (load, compare, budget, history, memory):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":
