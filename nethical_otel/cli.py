@@ -191,11 +191,12 @@ def baseline_create(output, prometheus_url, metrics_url, window, service_label, 
     """Record the live window of a running service as its baseline."""
     import time
 
-    from nethical_otel.detect.baseline import Baseline, BaselineSet
+    from nethical_otel.detect.baseline import Baseline, BaselineSet, check_writable
     from nethical_otel.detect.sources import PrometheusSource, scrape, window_between
 
     if bool(prometheus_url) == bool(metrics_url):
         raise click.UsageError("give exactly one of --from-prometheus or --from-metrics")
+    check_writable(output, overwrite=force)
     if prometheus_url:
         windows = PrometheusSource(prometheus_url, window, service_label=service_label).read(time.time())
         source = f"prometheus:{prometheus_url}"
@@ -222,7 +223,6 @@ def baseline_show(path) -> None:
     """Print the baselines in a file."""
     import datetime
 
-    from rich.console import Console
     from rich.table import Table
 
     from nethical_otel.detect.baseline import BaselineSet
@@ -244,7 +244,15 @@ def baseline_show(path) -> None:
             created.strftime("%Y-%m-%d %H:%M"),
             b.source + (f" @ {b.version}" if b.version else ""),
         )
-    Console().print(table)
+    _console().print(table)
+
+
+def _console():
+    """A terminal-width console, or a wide one when the output goes to a file or a pipe."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
 
 
 def _service_name_configured() -> bool:

@@ -129,9 +129,7 @@ class BaselineSet:
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write atomically. Refuses to replace an existing file unless ``overwrite``."""
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise BaselineError(f"{path} exists; pass --force (overwrite=True) to replace it")
+        path = check_writable(path, overwrite=overwrite)
         document = {"format": FORMAT, "version": VERSION, "baselines": [b.to_dict() for b in self]}
         write_atomic(path, json.dumps(document, indent=1) + "\n")
         return path
@@ -156,6 +154,14 @@ class BaselineSet:
         if not isinstance(entries, list):
             raise BaselineError(f"{path}: 'baselines' must be a list")
         return cls(Baseline.from_dict(entry, f"{path}: baselines[{i}]") for i, entry in enumerate(entries))
+
+
+def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
+    """``path``, unless it exists and may not be replaced (checked before any long work)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise BaselineError(f"{path} exists; pass --force (overwrite=True) to replace it")
+    return path
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -1,0 +1,149 @@
+"""`nethical-otel agent` and `nethical-otel baseline` as a user runs them: real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+
+from nethical_otel.detect.baseline import BaselineSet
+from tests.servers import free_port, start_prometheus
+
+pytestmark = pytest.mark.integration
+
+
+def cli(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NETHICAL_OTEL_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "nethical_otel.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        **kwargs,
+    )
+
+
+def wait_http(url: str, status: int = 200, timeout_s: float = 20) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == status:
+                return response
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer {status} within {timeout_s} s")
+
+
+def test_agent_serves_health_and_metrics_and_stops_on_sigterm(tmp_path):
+    with start_prometheus(tmp_path, []) as prom:
+        port = free_port()
+        config = tmp_path / "agent.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "prometheus_url": prom.url,
+                    "agent_port": port,
+                    "detector_step_s": 0.5,
+                    "baseline_file": str(tmp_path / "baselines.json"),
+                }
+            )
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NETHICAL_OTEL_"))}
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "nethical_otel.cli", "agent", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+            metrics = wait_http(f"http://127.0.0.1:{port}/metrics").text
+            assert "nethical_detector_evaluations_total" in metrics
+            assert "nethical_detector_evaluation_duration_seconds_bucket" in metrics
+            started = time.monotonic()
+            agent.send_signal(signal.SIGTERM)
+            _out, err = agent.communicate(timeout=15)
+            assert agent.returncode == 0, err
+            assert time.monotonic() - started < 10
+            assert "SIGTERM received, stopping" in err
+            assert "Traceback" not in err
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+
+
+def test_agent_without_prometheus_is_one_clear_line(tmp_path):
+    result = cli("agent")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "nethical-otel: error: the agent reads fleet-wide histograms from Prometheus: set prometheus_url"
+    )
+
+
+def test_baseline_create_from_a_running_service_then_show(tmp_path):
+    port = free_port()
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nethical_otel.cli",
+            "demo",
+            "--duration",
+            "30",
+            "--port",
+            str(port),
+            "--rps",
+            "300",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OTEL_SERVICE_NAME": "governance"},
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/metrics")
+        path = tmp_path / "baselines.json"
+        url = f"http://127.0.0.1:{port}/metrics"
+        created = cli(
+            "baseline", "create", "--from-metrics", url, "--window", "3", "-o", str(path), "--version", "v1"
+        )
+        assert created.returncode == 0, created.stderr
+        assert "wrote 6 baselines" in created.stdout
+        baselines = list(BaselineSet.load(path))
+        assert {(b.key.service, b.key.action, b.key.cohort) for b in baselines} == {
+            ("governance", action, cohort)
+            for action in ("query", "tool_call", "generate")
+            for cohort in ("control", "treatment")
+        }
+        for b in baselines:
+            assert 2.5 < b.window_s < 4.5 and b.version == "v1"
+            assert 20 < b.throughput_rps < 90  # 300 req/s over 6 series
+            assert 0.001 < b.histogram.quantile(0.5) < 0.05
+        shown = cli("baseline", "show", str(path))
+        assert shown.returncode == 0 and "governance/query/control" in shown.stdout
+
+        again = cli("baseline", "create", "--from-metrics", url, "--window", "1", "-o", str(path))
+        assert again.returncode == 2 and "exists; pass --force" in again.stderr
+        assert len(again.stderr.strip().splitlines()) == 1
+    finally:
+        demo.terminate()
+        demo.wait(timeout=10)
+
+
+def test_corrupt_baseline_file_is_one_clear_line(tmp_path):
+    path = tmp_path / "baselines.json"
+    path.write_text('{"format": "nethical-otel-baselines", "version": 1, "baselines": [{"service": 1}]}')
+    result = cli("baseline", "show", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"nethical-otel: error: {path}: baselines[0]: missing 'histogram'"
+    ]
