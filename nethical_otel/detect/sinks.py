@@ -87,6 +87,7 @@ class _Deliverer:
         self._pending: OrderedDict[tuple, dict] = OrderedDict()
         self._last_sent: dict[tuple, tuple[float, State]] = {}
         self._lock = threading.Lock()
+        self._sending = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._failing_since: float | None = None
@@ -138,6 +139,10 @@ class _Deliverer:
                 backoff = min(backoff * 2, 30.0)
 
     def _flush_once(self) -> bool:
+        with self._sending:  # the worker and close() must not post the same batch twice
+            return self._post_pending()
+
+    def _post_pending(self) -> bool:
         with self._lock:
             batch = list(self._pending.items())
         if not batch:
