@@ -130,6 +130,35 @@ def demo(
         telemetry.shutdown()
 
 
+@main.group()
+def config() -> None:
+    """Inspect settings: the effective values, and the reference of every key."""
+
+
+@config.command("show")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML settings file.")
+def config_show(config_file) -> None:
+    """Print the settings in effect here (file + environment + defaults); secrets redacted."""
+    import dataclasses
+
+    from nethical_otel.config import load_settings
+
+    settings = load_settings(config_file)
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.metadata["secret"] and value:
+            value = "<redacted>"
+        click.echo(f"{f.name}: {value!r}")
+
+
+@config.command("reference")
+def config_reference() -> None:
+    """Print the configuration reference (markdown; docs/configuration.md is this output)."""
+    from nethical_otel.config import reference_markdown
+
+    click.echo(reference_markdown(), nl=False)
+
+
 @main.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML settings file.")
 @click.option("--once", is_flag=True, help="Evaluate one step, print it and exit (a configuration check).")

@@ -375,3 +375,30 @@ def load_settings(
             raise ConfigError(f"{source}: {problem} (got {shown})")
     values.update(overrides)
     return Settings(**values)
+
+
+def reference_markdown() -> str:
+    """The configuration reference (docs/configuration.md), generated from ``Settings``."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `nethical_otel/config.py` by `python -m nethical_otel.config`; a test fails",
+        "when it is stale.",
+        "",
+        "Precedence: keyword arguments to `nethical_otel.setup()` > environment > YAML file",
+        f"(`--config` or `{CONFIG_FILE_ENV}`) > defaults. Every key can be set as",
+        f"`{ENV_PREFIX}<KEY>`; where OpenTelemetry defines a standard variable, it works too",
+        "(ours wins when both are set). Secrets are never logged or shown.",
+        "",
+        "| YAML key | environment | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for f in dataclasses.fields(Settings):
+        env = [f"`{ENV_PREFIX}{f.name.upper()}`", *(f"`{name}`" for name in f.metadata["env"])]
+        if f.name == "otlp_timeout_s":
+            env.append("`OTEL_EXPORTER_OTLP_TIMEOUT` (ms)")
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        shown = "(none)" if default in (None, {}, "") else f"`{default}`"
+        help_text = f.metadata["help"].replace("|", "\\|")
+        lines.append(f"| `{f.name}` | {'<br>'.join(env)} | {shown} | {help_text} |")
+    return "\n".join(lines) + "\n"

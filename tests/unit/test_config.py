@@ -110,3 +110,14 @@ def test_secrets_never_shown():
     with pytest.raises(ConfigError) as caught:
         load_settings(environ={"OTEL_EXPORTER_OTLP_HEADERS": "s3cr3t-without-equals"})
     assert "s3cr3t" not in str(caught.value)
+
+
+def test_configuration_reference_is_current():
+    from pathlib import Path
+
+    from nethical_otel.config import reference_markdown
+
+    committed = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    assert committed == reference_markdown(), (
+        "docs/configuration.md is stale: run `nethical-otel config reference > docs/configuration.md`"
+    )
