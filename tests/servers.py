@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -433,3 +434,46 @@ def start_collector(
             telemetry_url=f"http://{LOOPBACK}:{telemetry}/metrics",
             health_url=health_url,
         )
+
+
+# -- The detector agent ----------------------------------------------------------------------
+
+
+@dataclass
+class RunningAgent:
+    url: str  # http://127.0.0.1:PORT: /metrics and /healthz
+    process: ServerProcess
+
+    @property
+    def target(self) -> str:
+        """``host:port``, for a Prometheus scrape job."""
+        return urlsplit(self.url).netloc
+
+
+@contextlib.contextmanager
+def start_agent(
+    tmp_path: Path,
+    prometheus_url: str,
+    *,
+    port: int | None = None,
+    settings: dict[str, Any] | None = None,
+    ready_timeout_s: float = 30.0,
+) -> Iterator[RunningAgent]:
+    """``nethical-otel agent`` reading ``prometheus_url``, serving on 127.0.0.1:``port``; stopped on exit.
+
+    ``settings`` are Settings fields, passed as ``NETHICAL_OTEL_<KEY>`` (nothing else of the
+    caller's OTEL_*/NETHICAL_OTEL_* environment leaks in). Ready once /healthz answers 200,
+    i.e. after its first successful evaluation, so Prometheus must be up first. Pass ``port``
+    to put the agent in Prometheus' scrape config before either starts.
+    """
+    port = port or free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NETHICAL_OTEL_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env.update(NETHICAL_OTEL_PROMETHEUS_URL=prometheus_url, NETHICAL_OTEL_AGENT_HOST=LOOPBACK,
+               NETHICAL_OTEL_AGENT_PORT=str(port))
+    env.update({f"NETHICAL_OTEL_{key.upper()}": str(value) for key, value in (settings or {}).items()})
+    url = f"http://{LOOPBACK}:{port}"
+    args = [sys.executable, "-m", "nethical_otel.cli", "agent"]
+    with ServerProcess(args, tmp_path / "agent", f"{url}/healthz", name="nethical-agent", env=env,
+                       ready_timeout_s=ready_timeout_s) as process:
+        yield RunningAgent(url, process)

@@ -1,0 +1,206 @@
+"""collector/: the shipped config on the collector built from the shipped manifest.
+
+1. The manifest builds exactly the components config.yaml uses (names from the binary's own
+   `components` listing), all of one release, and the pipelines put memory_limiter first,
+   then batch.
+2. `validate` accepts config.yaml, and rejects a broken copy (so the check means something).
+3. The example service exports over OTLP (grpc and http/protobuf) to the running collector;
+   its Prometheus endpoint then serves `nethical_action_duration_seconds` with the service's
+   exact call counts per action/cohort/error, our `le` bounds, job = service.name and
+   instance = service.instance.id, plus span metrics for the same calls.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+import nethical_otel
+from nethical_otel.example import GovernanceError, IntegratedGovernance
+from tests.servers import (
+    COLLECTOR_CONFIG,
+    COLLECTOR_MANIFEST,
+    RunningCollector,
+    collector_binary,
+    start_collector,
+)
+
+pytestmark = pytest.mark.integration
+
+CORE_VERSION = "v0.165.0"
+CONTRIB_VERSION = "v0.165.0"
+STABLE_VERSION = "v1.71.0"  # confmap providers: the stable modules released with core v0.165.0
+
+
+def _config() -> dict:
+    return yaml.safe_load(COLLECTOR_CONFIG.read_text(encoding="utf-8"))
+
+
+def _manifest() -> dict:
+    return yaml.safe_load(COLLECTOR_MANIFEST.read_text(encoding="utf-8"))
+
+
+def test_manifest_builds_exactly_what_the_config_uses() -> None:
+    listing = subprocess.run([collector_binary(), "components"], capture_output=True, text=True,
+                             timeout=30, check=True)
+    built = yaml.safe_load(listing.stdout)
+    config = _config()
+    service = config["service"]
+    kinds = ("receivers", "processors", "exporters", "connectors")
+    used: dict[str, set[str]] = {kind: set() for kind in kinds}
+    for pipeline in service["pipelines"].values():
+        for kind in used:
+            used[kind].update(pipeline.get(kind, []))
+    # A connector is listed as an exporter of one pipeline and a receiver of another.
+    connectors = set(config.get("connectors", {}))
+    used["connectors"] = (used["receivers"] | used["exporters"]) & connectors
+    used["receivers"] -= connectors
+    used["exporters"] -= connectors
+    used["extensions"] = set(service.get("extensions", []))
+    for kind, names in used.items():
+        assert set(config.get(kind, {})) == names, f"{kind} declared but unused in config.yaml"
+        assert {c["name"] for c in built[kind]} == names, f"{kind}: built {built[kind]}, config uses {names}"
+    # ${env:...} everywhere, and --config=<path> goes through the file provider.
+    assert {p["scheme"] for p in built["providers"]} == {"env", "file"}
+
+    manifest = _manifest()
+    for kind in ("receivers", "processors", "exporters", "connectors", "extensions", "providers"):
+        for entry in manifest[kind]:
+            module, version = entry["gomod"].split()
+            if module.startswith("go.opentelemetry.io/collector/confmap/"):
+                assert version == STABLE_VERSION, entry
+            elif module.startswith("go.opentelemetry.io/collector/"):
+                assert version == CORE_VERSION, entry
+            else:
+                assert version == CONTRIB_VERSION, entry
+    builder_pin = re.search(r"^BUILDER_VERSION=(\S+)", (COLLECTOR_MANIFEST.parent / "build.sh").read_text(),
+                            re.MULTILINE)
+    assert builder_pin and builder_pin.group(1) == CORE_VERSION
+
+
+def test_pipelines_put_memory_limiter_first_then_batch() -> None:
+    for name, pipeline in _config()["service"]["pipelines"].items():
+        assert pipeline["processors"][:2] == ["memory_limiter", "batch"], name
+
+
+def test_validate_accepts_the_config_and_rejects_a_broken_one(tmp_path: Path) -> None:
+    binary = collector_binary()
+    done = subprocess.run([binary, "validate", f"--config={COLLECTOR_CONFIG}"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    broken = _config()
+    broken["service"]["pipelines"]["metrics"]["exporters"].append("prometheusremotewrite")
+    broken_path = tmp_path / "broken.yaml"
+    broken_path.write_text(yaml.safe_dump(broken), encoding="utf-8")
+    done = subprocess.run([binary, "validate", f"--config={broken_path}"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0
+    assert "prometheusremotewrite" in done.stdout + done.stderr
+
+
+def _samples(text: str, name: str) -> list:
+    """Samples named exactly ``name`` (families group _bucket/_count/_sum under the base name)."""
+    return [s for family in text_string_to_metric_families(text) for s in family.samples if s.name == name]
+
+
+def _wait_for_samples(collector: RunningCollector, name: str, job: str, accept, timeout_s: float = 15.0):
+    deadline = time.monotonic() + timeout_s
+    samples: list = []
+    while time.monotonic() < deadline:
+        samples = [s for s in _samples(collector.scrape(), name) if s.labels.get("job") == job]
+        if accept(samples):
+            return samples
+        time.sleep(0.2)
+    raise AssertionError(f"{name}{{job={job!r}}} never satisfied the test; last: {samples}")
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_example_service_exports_through_the_collector(
+    tmp_path: Path, clean_env: None, protocol: str
+) -> None:
+    service_name = f"collector-{protocol.replace('/', '-')}"
+    with start_collector(tmp_path) as collector:
+        tel = nethical_otel.setup(
+            service_name=service_name, otlp_endpoint=collector.otlp_endpoint(protocol),
+            otlp_protocol=protocol, metric_export_interval_ms=1000, traces_sampler="always_on",
+            prometheus_enabled=False, set_global=False)
+        try:
+            gov = IntegratedGovernance(seed=7, error_rate=0.1, latency_scale=0.2)
+            calls: Counter[tuple[str, str, str]] = Counter()
+            for i in range(120):
+                action = ("query", "tool_call")[i % 2]
+                cohort = ("control", "canary")[i % 3 == 0]
+                try:
+                    gov.process_action("agent-1", "summarize the ticket", cohort=cohort, action_type=action)
+                    calls[(action, cohort, "")] += 1
+                except GovernanceError:
+                    calls[(action, cohort, "GovernanceError")] += 1
+            assert tel.force_flush() is True
+            instance_id = tel.tracer_provider.resource.attributes["service.instance.id"]
+        finally:
+            tel.shutdown()
+        assert any(error for _, _, error in calls), "the run should include failed calls"
+
+        def counted(samples: list) -> bool:
+            got = Counter({(s.labels["nethical_action"], s.labels.get("nethical_cohort", ""),
+                            s.labels.get("error_type", "")): int(s.value) for s in samples})
+            return got == calls
+
+        counts = _wait_for_samples(collector, "nethical_action_duration_seconds_count", service_name, counted)
+        assert {s.labels["instance"] for s in counts} == {instance_id}
+        # Only these labels: no resource attribute other than job/instance, no scope labels.
+        assert {frozenset(s.labels) - {"error_type"} for s in counts} == {
+            frozenset({"job", "instance", "nethical_action", "nethical_cohort"})}
+
+        text = collector.scrape()
+        buckets = [s for s in _samples(text, "nethical_action_duration_seconds_bucket")
+                   if s.labels["job"] == service_name]
+        bounds = sorted({float(s.labels["le"]) for s in buckets} - {math.inf})
+        # 2 ** (k / 4) seconds: 4 buckets per doubling, 0.5 ms .. 60 s by default.
+        assert all(math.isclose(4 * math.log2(b), round(4 * math.log2(b)), abs_tol=1e-9) for b in bounds)
+        assert bounds[0] <= 0.0005 and bounds[-1] >= 60
+        for key, n in calls.items():
+            action, cohort, error = key
+            inf = [s for s in buckets if s.labels["le"] == "+Inf" and s.labels["nethical_action"] == action
+                   and s.labels["nethical_cohort"] == cohort and s.labels.get("error_type", "") == error]
+            assert [int(s.value) for s in inf] == [n], key
+
+        assert _samples(text, "nethical_action_active"), "the in-flight gauge is missing"
+        [target] = [s for s in _samples(text, "target_info") if s.labels["job"] == service_name]
+        assert target.labels["telemetry_sdk_language"] == "python"
+
+        # Span metrics: one call per span, status from the span, our dimensions as labels.
+        def span_calls_counted(samples: list) -> bool:
+            got: Counter[tuple[str, str, str]] = Counter()
+            for s in samples:
+                error = "GovernanceError" if s.labels["status_code"] == "STATUS_CODE_ERROR" else ""
+                got[(s.labels["nethical_action"], s.labels["nethical_cohort"], error)] += int(s.value)
+            return got == calls
+
+        spans = _wait_for_samples(collector, "traces_span_metrics_calls_total", service_name,
+                                  span_calls_counted)
+        assert {s.labels["span_name"] for s in spans} == {"process_action"}
+        assert {s.labels["service_name"] for s in spans} == {service_name}
+        durations = [s for s in _samples(collector.scrape(), "traces_span_metrics_duration_seconds_count")
+                     if s.labels["job"] == service_name]
+        assert sum(s.value for s in durations) == sum(calls.values())
+
+
+def test_collector_reads_its_endpoints_from_the_environment(tmp_path: Path) -> None:
+    """start_collector moved every listener to a free loopback port through OTELCOL_* alone."""
+    with start_collector(tmp_path) as collector:
+        log = collector.process.log_path.read_text(encoding="utf-8")
+        for port_url in (collector.otlp_grpc_endpoint, collector.otlp_http_endpoint, collector.metrics_url):
+            assert port_url.startswith("http://127.0.0.1:")
+        assert "0.0.0.0" not in log, "a listener kept its production default"
+        assert "otelcol_process_uptime" in httpx.get(collector.telemetry_url, timeout=5).text

@@ -1,0 +1,247 @@
+"""dashboards/: the Grafana dashboard, proven against the real pipeline.
+
+1. The committed JSON is exactly what dashboards/generate.py makes (edit the generator).
+2. The model is importable and consistent: unique uid/ids/refIds, the variables service /
+   action / cohort, a data source on every panel, `$__rate_interval` in every rate.
+3. The real pipeline: the example service exports over OTLP to the built collector, the
+   shipped deploy/prometheus/prometheus.yml (targets moved to loopback, 1 s intervals, the
+   shipped rules loaded) scrapes it and the detector agent. Then:
+   - every variable query has the test's service/action/cohort among its values;
+   - every query of every panel, variables substituted, returns at least one number;
+   - the recording rules turn the collector's labels into service/action/cohort series.
+
+The real detector agent (`nethical-otel agent`, short windows) reads that Prometheus, learns
+its baselines, and a 2x slowdown injected into one action makes its alert fire before the
+panel queries run, so the baseline, ratio and alert panels have the agent's real numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+import nethical_otel
+from nethical_otel.example import GovernanceError, IntegratedGovernance
+from tests.servers import (
+    REPO_ROOT,
+    RunningCollector,
+    RunningServer,
+    deploy_prometheus_config,
+    free_port,
+    query,
+    start_agent,
+    start_collector,
+    start_prometheus_with,
+    wait_for_query,
+)
+
+DASHBOARD = REPO_ROOT / "dashboards" / "nethical-performance.json"
+GENERATOR = REPO_ROOT / "dashboards" / "generate.py"
+SERVICE, ACTION, COHORT = "dash-svc", "query", "control"
+RATE_INTERVAL = "10s"  # what Grafana's $__rate_interval is for 1 s scrapes and a short range
+# The agent on short clocks: a 10 s window (learned as the baseline once full), a step a second.
+AGENT_SETTINGS = {"detector_window_s": 10, "detector_step_s": 1, "detector_for_s": 2}
+
+
+def _generator():
+    pytest.importorskip("grafana_foundation_sdk",
+                        reason="!!! install the test extras: pip install -e '.[test]'")
+    spec = importlib.util.spec_from_file_location("dashboards_generate", GENERATOR)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _model() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text(encoding="utf-8"))
+
+
+def _panels(model: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, those inside collapsed rows included; rows themselves left out."""
+    found = []
+    for panel in model["panels"]:
+        found.extend(panel.get("panels", []))
+        if panel["type"] != "row":
+            found.append(panel)
+    return found
+
+
+def _targets() -> list[tuple[str, str, str]]:
+    """(panel title, refId, expr) of every query in the dashboard."""
+    return [(p["title"], t["refId"], t["expr"]) for p in _panels(_model()) for t in p.get("targets", [])]
+
+
+def _substitute(expr: str) -> str:
+    values = {"service": SERVICE, "action": ACTION, "cohort": COHORT,
+              "__rate_interval": RATE_INTERVAL, "__interval": "1s", "__range": "1m"}
+    expr = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], expr)
+    return re.sub(r"\$(\w+)", lambda m: values[m.group(1)], expr)
+
+
+# -- 1, 2: the model ------------------------------------------------------------------------
+
+
+def test_committed_dashboard_is_current() -> None:
+    generator = _generator()
+    assert DASHBOARD.read_text(encoding="utf-8") == generator.render(), \
+        "dashboards/nethical-performance.json is stale: run python dashboards/generate.py"
+
+
+def test_dashboard_model_is_consistent() -> None:
+    model = _model()
+    assert model["uid"] == "nethical-performance" and model["title"]
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    assert set(variables) == {"datasource", "service", "action", "cohort"}
+    for name in ("action", "cohort"):
+        assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
+    ids = [p["id"] for p in model["panels"]]
+    assert len(ids) == len(set(ids))
+    titles = {p["title"] for p in _panels(model)}
+    for wanted in ("Latency p50 / p95 / p99 vs baseline: $action", "Current / baseline per quantile",
+                   "Latency distribution", "Throughput", "Error rate", "Firing regression alerts"):
+        assert wanted in titles
+    for panel in _panels(model):
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)), panel["title"]
+        for target in panel["targets"]:
+            for window in re.findall(r"\(rate\([^\[]*\[([^\]]+)\]", target["expr"]):
+                assert window == "$__rate_interval", (panel["title"], target["expr"])
+    [heatmap] = [p for p in _panels(model) if p["type"] == "heatmap"]
+    assert heatmap["targets"][0]["format"] == "heatmap"
+
+
+# -- 3: the real pipeline -------------------------------------------------------------------
+
+
+class ServiceLoad:
+    """The example service under steady load on a thread, exporting to the collector over OTLP."""
+
+    def __init__(self, collector: RunningCollector) -> None:
+        self.telemetry = nethical_otel.setup(
+            service_name=SERVICE, otlp_endpoint=collector.otlp_grpc_endpoint, otlp_protocol="grpc",
+            metric_export_interval_ms=1000, traces_sampler="always_on", prometheus_enabled=False,
+            set_global=False)
+        self.gov = IntegratedGovernance(seed=3, error_rate=0.05, latency_scale=0.25)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dashboard-load", daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            with contextlib.suppress(GovernanceError):
+                self.gov.process_action("agent-1", "check the refund", cohort=("control", "canary")[i % 2],
+                                        action_type=("query", "tool_call")[i % 3 == 0])
+            i += 1
+
+    def __enter__(self) -> ServiceLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.telemetry.shutdown()
+
+
+@dataclass
+class Pipeline:
+    prometheus: RunningServer
+    collector: RunningCollector
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    tmp_path = tmp_path_factory.mktemp("pipeline")
+    agent_port = free_port()
+    with start_collector(tmp_path) as collector, ServiceLoad(collector) as load:
+        config = deploy_prometheus_config({
+            "otel-collector": [collector.metrics_target],
+            "otelcol": [collector.telemetry_url.split("/")[2]],
+            "nethical-detector": [f"127.0.0.1:{agent_port}"],
+        })
+        with start_prometheus_with(tmp_path, config) as prometheus, \
+                start_agent(tmp_path, prometheus.url, port=agent_port, settings=AGENT_SETTINGS):
+            # The agent learns its baseline from the first full window, then reports against it.
+            series = f'service="{SERVICE}", action="{ACTION}", cohort="{COHORT}"'
+            wait_for_query(prometheus.url, f"nethical_detector_baseline_seconds{{{series}}}", timeout_s=40)
+            load.gov.slowdown_by_action[ACTION] = 2.0  # the regression it has to catch
+            wait_for_query(prometheus.url, 'nethical_detector_alerts{state="firing"} > 0', timeout_s=40)
+            yield Pipeline(prometheus, collector)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_prometheus_scrapes_every_shipped_job(pipeline: Pipeline) -> None:
+    jobs = {"otel-collector", "otelcol", "nethical-detector"}
+    up = wait_for_query(pipeline.prometheus.url, "up == 1",
+                        accept=lambda result: {s["metric"]["job"] for s in result} >= jobs)
+    assert {s["metric"]["job"] for s in up} == jobs
+    # honor_labels: the service's own job/instance, not the collector's address.
+    [series] = query(pipeline.prometheus.url,
+                     f'count by (job) (nethical_action_duration_seconds_count{{job="{SERVICE}"}})')
+    assert series["metric"]["job"] == SERVICE
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_variables_offer_the_running_service(pipeline: Pipeline) -> None:
+    wanted = {"service": SERVICE, "action": ACTION, "cohort": COHORT}
+    for variable in _model()["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
+        assert match, variable["query"]
+        selector, label = _substitute(match.group(1)), match.group(2)
+        response = httpx.get(f"{pipeline.prometheus.url}/api/v1/label/{label}/values",
+                             params={"match[]": selector}, timeout=5).json()
+        assert wanted[variable["name"]] in response["data"], (variable["name"], selector, response)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize(("panel", "ref", "expr"), _targets(), ids=lambda v: str(v)[:40])
+def test_every_panel_query_returns_data(pipeline: Pipeline, panel: str, ref: str, expr: str) -> None:
+    promql = _substitute(expr)
+    result = wait_for_query(pipeline.prometheus.url, promql, timeout_s=30)
+    assert result, f"{panel} / {ref}: {promql}"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_recording_rules_on_the_real_pipeline(pipeline: Pipeline) -> None:
+    url = pipeline.prometheus.url
+    selector = f'{{service="{SERVICE}", action="{ACTION}", cohort="{COHORT}"}}'
+    quantiles = wait_for_query(url, f"nethical:action_duration_seconds:quantile5m{selector}",
+                               accept=lambda r: len(r) == 3)
+    by_q = {s["metric"]["quantile"]: float(s["value"][1]) for s in quantiles}
+    assert 0 < by_q["0.5"] <= by_q["0.95"] <= by_q["0.99"] < 1.0, by_q
+    for record in ("nethical:action_requests:rate5m", "nethical:action_error_ratio:rate5m"):
+        [sample] = wait_for_query(url, f"{record}{selector}")
+        assert set(sample["metric"]) == {"__name__", "service", "action", "cohort"}
+    # Where the agent runs, its baseline gauge is the rules' baseline, and the ratio is over it.
+    rules_baseline = wait_for_query(url, f"nethical:action_duration_seconds:baseline{selector}",
+                                    accept=lambda r: len(r) == 3)
+    agent_baseline = query(url, f"max by (service, action, cohort, quantile) "
+                                f"(nethical_detector_baseline_seconds{selector})")
+    as_map = {s["metric"]["quantile"]: float(s["value"][1]) for s in agent_baseline}
+    assert {s["metric"]["quantile"]: float(s["value"][1]) for s in rules_baseline} == as_map
+    ratios = wait_for_query(url, f"nethical:action_duration_seconds:ratio{selector}",
+                            accept=lambda r: len(r) == 3)
+    for sample in ratios:
+        assert float(sample["value"][1]) > 0, sample
+
+
+def test_generator_check_mode() -> None:
+    generator = _generator()
+    assert generator.main(["--check"]) == 0
