@@ -1,0 +1,560 @@
+"""The CI commands: ``load``, ``compare``, ``budget``, ``history add|plot|detect``, ``memory``.
+
+Exit codes: 0 fine; 1 a failing condition (a critical regression, a budget exceeded, a
+leak with ``--strict``); 2 bad input (the CLI prints one line naming the file or option).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+from nethical_otel.bench.results import BenchError
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f} ms"
+
+
+# -- load ------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option(
+    "--agents",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Concurrent callers (threads, or asyncio tasks for an async target).",
+)
+@click.option(
+    "--rps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=50.0,
+    show_default=True,
+    help="Requests per second, all agents together (open loop).",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Measured seconds, after the warm-up.",
+)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Warm-up seconds, run but not recorded [default: 10% of --duration, at most 2].",
+)
+@click.option(
+    "--cohort", default="benchmark", show_default=True, help="Cohort passed to the target and recorded."
+)
+@click.option(
+    "--target",
+    metavar="MODULE:CALLABLE",
+    help="module:function or module:Class.method (the class is created without arguments) "
+    "[default: the example service's IntegratedGovernance.process_action].",
+)
+@click.option(
+    "--url", help="Load an HTTP endpoint instead: POST JSON {agent_id, action, cohort, action_type}."
+)
+@click.option("--shadow", is_flag=True, help="Pass shadow=True to the target.")
+@click.option("--ml-blend", is_flag=True, help="Pass ml_blend=True to the target.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the summary row here (CSV) and the histogram beside it (NAME.histogram.json).",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for requests still running after the schedule ends; "
+    "unfinished ones count as errors.",
+)
+@click.option(
+    "--timeout",
+    "request_timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="HTTP request timeout, seconds (--url only).",
+)
+@click.option("--branch", help="Branch name to record [default: from git, or GITHUB_HEAD_REF].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
+def load(
+    agents,
+    rps,
+    duration,
+    warmup,
+    cohort,
+    target,
+    url,
+    shadow,
+    ml_blend,
+    output,
+    drain_timeout,
+    request_timeout,
+    branch,
+    quiet,
+) -> None:
+    """Drive a target with open-loop load and record latency, throughput and errors.
+
+    Requests start on a fixed schedule (RPS), whatever the responses do; latency counts from
+    the intended start, so stalls show up in the percentiles (no coordinated omission).
+    """
+    from nethical_otel.bench.loadgen import LoadConfig, LoadRun
+    from nethical_otel.bench.results import write_run
+
+    if target and url:
+        raise BenchError("give --target or --url, not both")
+    config = LoadConfig(
+        target=target,
+        url=url,
+        agents=agents,
+        rps=rps,
+        duration_s=duration,
+        warmup_s=warmup,
+        cohort=cohort,
+        shadow=shadow,
+        ml_blend=ml_blend,
+        drain_timeout_s=drain_timeout,
+        request_timeout_s=request_timeout,
+        branch=branch,
+    )
+    run = LoadRun(config)
+    result = run.run() if quiet else _run_with_progress(run)
+    side = write_run(result, output) if output else None
+    if not quiet:
+        _print_summary(result, output, side)
+
+
+def _run_with_progress(run):
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    console = _stderr_console()
+    columns = (
+        TextColumn("[bold]load[/]"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn(
+            "{task.fields[rate]} req/s  p95 {task.fields[p95]}  lag p99 {task.fields[lag]}  "
+            "errors {task.fields[errors]}"
+        ),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("load", total=run.n_total, rate="-", p95="-", lag="-", errors=0)
+
+        def update(p) -> None:
+            progress.update(
+                task,
+                completed=p.completed,
+                rate="-" if math.isnan(p.rate_rps) else f"{p.rate_rps:,.0f}",
+                p95=_ms(p.p95_ms),
+                lag=_ms(p.lag_ms),
+                errors=p.errors,
+            )
+
+        return run.run(update)
+
+
+def _print_summary(result, output: Path | None, side: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    d = result.details
+    table = Table(title=f"Load test: {d.get('target')}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    achieved = d.get("achieved_rps") or 0.0
+    rows = [
+        (
+            "Configuration",
+            f"{result.agents} agents ({d.get('mode')}), {result.target_rps:g} req/s target, "
+            f"{result.duration_s:g} s measured after {d.get('warmup_s', 0):g} s warm-up",
+        ),
+        ("Requests", f"{result.requests:,} ({result.errors:,} errors, {result.error_rate:.2%})"),
+        ("Send rate", f"{achieved:,.1f} req/s ({achieved / result.target_rps:.1%} of target)"),
+        ("Throughput", f"{result.throughput_rps:,.1f} req/s completed"),
+        (
+            "Latency",
+            f"p50 {_ms(result.p50_latency_ms)}, p95 {_ms(result.p95_latency_ms)}, "
+            f"p99 {_ms(result.p99_latency_ms)}, mean {_ms(result.mean_latency_ms)}, "
+            f"max {_ms(result.max_latency_ms)}",
+        ),
+        (
+            "Schedule lag",
+            f"p50 {_ms(d.get('schedule_lag_p50_ms'))}, p99 {_ms(d.get('schedule_lag_p99_ms'))}, "
+            f"max {_ms(d.get('schedule_lag_max_ms'))} (late starts; counted in latency)",
+        ),
+        ("Memory (RSS)", f"{result.memory_start_mb:.1f} -> {result.memory_end_mb:.1f} MB"),
+        ("Commit", result.label()),
+    ]
+    if d.get("unfinished"):
+        rows.append(
+            ("Unfinished", f"{d['unfinished']} requests still running at the drain deadline (errors)")
+        )
+    if d.get("error_types"):
+        rows.append(("Error types", ", ".join(f"{k} x{v}" for k, v in d["error_types"].items())))
+    if output:
+        rows.append(("Written", f"{output}" + (f" + {side}" if side else "")))
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)
+
+
+# -- compare ---------------------------------------------------------------------------------
+
+
+def _policy(path: Path | None):
+    from nethical_otel.bench.budget import read_yaml
+    from nethical_otel.stats import Policy, StatsError
+
+    if path is None:
+        return Policy()
+    data = read_yaml(path, "policy")
+    try:
+        return Policy.from_mapping(data, where=str(path))
+    except StatsError as exc:
+        raise BenchError(str(exc)) from None
+
+
+def _budget(path: Path | None, **limits: float | None):
+    from nethical_otel.bench.budget import Budget
+
+    base = Budget.from_file(path) if path else Budget({})
+    return base.merged(limits)
+
+
+def _write_or_print(text: str, output: Path | None) -> None:
+    from nethical_otel.bench.results import atomic_write_text
+
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        try:
+            atomic_write_text(output, text)
+        except OSError as exc:
+            raise BenchError(f"{output}: cannot write: {exc.strerror or exc}") from None
+
+
+@click.command()
+@click.argument("baseline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("current", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "json", "text"]),
+    default="markdown",
+    show_default=True,
+    help="markdown is the pull-request comment.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report here instead of standard output.",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML thresholds: {quantiles: {p95: {threshold: 0.15, severity: warning}}, "
+    "error_rate: {threshold_pp: 1}, throughput: {drop: 0.3}, confidence: 0.99}.",
+)
+@click.option(
+    "--budget",
+    "budget_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Budget file (see `nethical-otel budget`) applied to CURRENT; exceeding it fails.",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(["critical", "warning", "info"]),
+    default="critical",
+    show_default=True,
+    help="Exit 1 on a regression of this severity or worse.",
+)
+def compare(baseline, current, fmt, output, policy_file, budget_file, fail_on) -> None:
+    """Compare two runs (CSV + histogram sidecar) under the threshold policy.
+
+    Exit 0: no regression, or only ones below --fail-on (warnings, info). Exit 1: a failing
+    condition (by default the error rate rose by more than 1 percentage point) or a budget
+    exceeded. Exit 2: bad input.
+    """
+    from nethical_otel.bench.compare import compare_runs
+    from nethical_otel.bench.report import render
+    from nethical_otel.bench.results import read_run
+
+    policy = _policy(policy_file)
+    budget = _budget(budget_file)
+    result = compare_runs(read_run(baseline), read_run(current), policy, budget, fail_on)
+    _write_or_print(render(result, fmt), output)
+    if output is not None:
+        verdict = "regression detected" if result.regressed else "no performance regression"
+        click.echo(f"nethical-otel: {verdict}; report written to {output}", err=True)
+    click.get_current_context().exit(result.exit_code)
+
+
+# -- budget ----------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--p50", type=click.FloatRange(min=0), help="P50 latency budget, ms.")
+@click.option("--p95", type=click.FloatRange(min=0), help="P95 latency budget, ms.")
+@click.option("--p99", type=click.FloatRange(min=0), help="P99 latency budget, ms.")
+@click.option("--mean", type=click.FloatRange(min=0), help="Mean latency budget, ms.")
+@click.option("--max", "max_", type=click.FloatRange(min=0), help="Max latency budget, ms.")
+@click.option("--error-rate", type=click.FloatRange(min=0, max=100), help="Error rate budget, percent.")
+@click.option("--min-throughput", type=click.FloatRange(min=0), help="Lowest acceptable throughput, req/s.")
+@click.option(
+    "--file",
+    "budget_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Budget file (YAML/JSON: p50, p95, p99, mean, max in ms; error_rate in %; min_throughput); "
+    "options given override it.",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def budget(results, p50, p95, p99, mean, max_, error_rate, min_throughput, budget_file, fmt) -> None:
+    """Check a run against performance budgets; exit 1 when one is exceeded."""
+    from nethical_otel.bench.results import read_run
+
+    limits = _budget(
+        budget_file,
+        p50=p50,
+        p95=p95,
+        p99=p99,
+        mean=mean,
+        max=max_,
+        error_rate=error_rate,
+        min_throughput=min_throughput,
+    )
+    if not limits:
+        raise BenchError(
+            "no budget given: pass --p50/--p95/--p99 (ms), --error-rate, --min-throughput or --file"
+        )
+    checks = limits.check(read_run(results, sidecar=False))
+    exceeded = [c for c in checks if c.exceeded]
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "results": str(results),
+                    "exceeded": bool(exceeded),
+                    "checks": [
+                        {
+                            "budget": c.key,
+                            "label": c.label,
+                            "unit": c.unit,
+                            "limit": c.limit,
+                            "value": c.value,
+                            "exceeded": c.exceeded,
+                        }
+                        for c in checks
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for check in checks:
+            click.echo(check.line())
+        click.echo(f"❌ {len(exceeded)} budget(s) exceeded" if exceeded else "✅ All budgets met")
+    click.get_current_context().exit(1 if exceeded else 0)
+
+
+# -- history ---------------------------------------------------------------------------------
+
+
+_DIR_OPTION = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("benchmark-history"),
+    show_default=True,
+    help="History directory.",
+)
+_PVALUE_OPTION = click.option(
+    "--max-pvalue",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.001,
+    show_default=True,
+    help="Significance of a change point (t-test).",
+)
+_MAGNITUDE_OPTION = click.option(
+    "--min-magnitude",
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help="Smallest relative change of the mean that counts (0.05 = 5%).",
+)
+
+
+@click.group()
+def history() -> None:
+    """Benchmark history: add runs, detect change points, plot trends."""
+
+
+@history.command("add")
+@click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
+@_DIR_OPTION
+def history_add(results, directory) -> None:
+    """Copy a run into the history as benchmark_YYYYMMDD_HHMMSS.csv (+ sidecar), atomically."""
+    from nethical_otel.bench import history as hist
+
+    written = hist.add(results, directory)
+    click.echo(str(written))
+
+
+@history.command("detect")
+@_DIR_OPTION
+@_PVALUE_OPTION
+@_MAGNITUDE_OPTION
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def history_detect(directory, max_pvalue, min_magnitude, fmt) -> None:
+    """Change points of p50/p95/p99 and throughput (E-divisive means + t-test, as Apache Otava).
+
+    Names the first run of each new level.
+    """
+    from nethical_otel.bench import history as hist
+
+    runs = hist.load(directory)
+    points = hist.change_points(runs, max_pvalue=max_pvalue, min_magnitude=min_magnitude)
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "runs": len(runs),
+                    "change_points": [
+                        {
+                            "metric": p.metric,
+                            "index": p.index,
+                            "run": Path(runs[p.index].source).name,
+                            "timestamp": runs[p.index].timestamp,
+                            "git_sha": runs[p.index].git_sha,
+                            "before": p.before,
+                            "after": p.after,
+                            "change_pct": p.change_pct,
+                            "pvalue": p.pvalue,
+                        }
+                        for p in points
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    if not points:
+        click.echo(f"No change points in {len(runs)} runs.")
+        return
+    click.echo(f"{len(points)} change point(s) in {len(runs)} runs:")
+    for p in points:
+        run = runs[p.index]
+        unit = "req/s" if p.metric == "throughput_rps" else "ms"
+        click.echo(
+            f"  {hist.METRICS[p.metric]:<10} new level from {Path(run.source).name} ({run.label()}): "
+            f"{p.before:.2f} -> {p.after:.2f} {unit} ({p.change_pct:+.1f}%), p = {p.pvalue:.2g}"
+        )
+
+
+@history.command("plot")
+@_DIR_OPTION
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("trend.png"),
+    show_default=True,
+    help="PNG file to write.",
+)
+@_PVALUE_OPTION
+@_MAGNITUDE_OPTION
+def history_plot(directory, output, max_pvalue, min_magnitude) -> None:
+    """Plot p50/p95/p99 and throughput over time (PNG), change points marked."""
+    from nethical_otel.bench import history as hist
+
+    runs = hist.load(directory)
+    points = hist.change_points(runs, max_pvalue=max_pvalue, min_magnitude=min_magnitude)
+    try:
+        written = hist.plot(runs, output, points)
+    except OSError as exc:
+        raise BenchError(f"{output}: cannot write: {exc.strerror or exc}") from None
+    click.echo(f"{written}: {len(runs)} runs, {len(points)} change point(s)")
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--actions", type=click.IntRange(min=1), default=1000, show_default=True, help="Calls to make.")
+@click.option("--target", metavar="MODULE:CALLABLE", help="As for `load` [default: the example service].")
+@click.option(
+    "--warn-mb",
+    type=click.FloatRange(min=0),
+    default=100.0,
+    show_default=True,
+    help="Warn when RSS grows by more than this over the run.",
+)
+@click.option(
+    "--leak-threshold",
+    type=click.FloatRange(min=0),
+    default=64.0,
+    show_default=True,
+    help="Bytes per action of steady growth that count as a leak.",
+)
+@click.option("--no-leak-check", is_flag=True, help="Skip the growth fit.")
+@click.option("--cohort", default="benchmark", show_default=True)
+@click.option("--shadow", is_flag=True, help="Pass shadow=True to the target.")
+@click.option("--ml-blend", is_flag=True, help="Pass ml_blend=True to the target.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("memory-profile.txt"),
+    show_default=True,
+    help="Where to write the profile.",
+)
+@click.option("--strict", is_flag=True, help="Exit 1 on high memory use or a leak.")
+def memory(
+    actions, target, warn_mb, leak_threshold, no_leak_check, cohort, shadow, ml_blend, output, strict
+) -> None:
+    """Run N actions and report memory: RSS and tracemalloc, top allocation sites, a leak check."""
+    from nethical_otel.bench.memory import profile_memory
+    from nethical_otel.bench.results import atomic_write_text
+
+    report = profile_memory(
+        target,
+        actions,
+        warn_mb=warn_mb,
+        leak_check=not no_leak_check,
+        leak_bytes_per_action=leak_threshold,
+        cohort=cohort,
+        shadow=shadow,
+        ml_blend=ml_blend,
+    )
+    text = report.text()
+    try:
+        atomic_write_text(output, text)
+    except OSError as exc:
+        raise BenchError(f"{output}: cannot write: {exc.strerror or exc}") from None
+    click.echo(text, nl=False)
+    click.echo(f"(written to {output})", err=True)
+    if strict and (report.high or report.leaking):
+        click.get_current_context().exit(1)
+
+
+COMMANDS = (load, compare, budget, history, memory)

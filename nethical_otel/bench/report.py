@@ -1,0 +1,243 @@
+"""A comparison as the pull-request comment (markdown), as JSON, or as text for a terminal.
+
+The markdown is the regression guide's comment: a title that says whether anything
+regressed, the ``| Metric | Baseline | Current | Change |`` table, one line per breached
+threshold or budget, and the configuration footer. It starts with an HTML comment
+(``MARKER``) that the workflow uses to find and update its own comment instead of adding one
+per push.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from nethical_otel.bench.budget import BudgetCheck
+from nethical_otel.bench.compare import MetricChange, RunComparison
+from nethical_otel.bench.results import RunResult
+
+MARKER = "<!-- nethical-otel:performance-benchmark -->"
+FORMATS = ("markdown", "json", "text")
+_ICONS = {"critical": "❌", "warning": "⚠️", "info": "ℹ️"}
+
+
+def render(comparison: RunComparison, fmt: str) -> str:
+    if fmt == "markdown":
+        return markdown(comparison)
+    if fmt == "json":
+        return json.dumps(to_json(comparison), indent=2, allow_nan=False) + "\n"
+    if fmt == "text":
+        return text(comparison)
+    raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+
+
+# -- pieces shared by the formats ------------------------------------------------------------
+
+
+def table_rows(comparison: RunComparison) -> list[MetricChange]:
+    """Latency rows, then throughput, then error rate: the guide's order."""
+    latency = [m for m in comparison.metrics if m.unit == "ms"]
+    by_key = {m.key: m for m in comparison.metrics}
+    return [*latency, by_key["throughput"], by_key["error_rate"]]
+
+
+def value_text(value: float, unit: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if unit == "ms":
+        return f"{value:.2f} ms"
+    if unit == "req/s":
+        return f"{value:.1f} req/s"
+    return f"{value:.2f}%"
+
+
+def change_text(m: MetricChange) -> str:
+    """``+12.3%`` (or ``+0.40 pp`` for the error rate) and what the change means."""
+    if not (math.isfinite(m.baseline) and math.isfinite(m.current)):
+        change = "n/a"
+    elif m.unit == "%":
+        change = f"{m.change_pp:+.2f} pp"
+    elif math.isinf(m.change_pct):
+        change = "new"
+    else:
+        change = f"{m.change_pct:+.1f}%"
+    suffix = {
+        "regression": f" {_ICONS.get(m.severity or '', '⚠️')}",
+        "improvement": " (improved)",
+        "not_significant": " (not significant)",
+        "inconclusive": " (too few samples)" if m.tested or m.unit != "ms" else " (inconclusive)",
+    }.get(m.status, "")
+    return change + suffix
+
+
+def breach_lines(comparison: RunComparison) -> list[str]:
+    """One sentence per breached threshold and per exceeded budget."""
+    lines = []
+    for m in comparison.regressions:
+        icon = _ICONS.get(m.severity or "", "⚠️")
+        lines.append(f"{icon} **{m.label}** {_breach_sentence(m)}")
+    for b in comparison.budget_exceeded:
+        lines.append(f"❌ **Budget**: {_budget_sentence(b)}")
+    return lines
+
+
+def _breach_sentence(m: MetricChange) -> str:
+    severity = m.severity or "untracked"
+    c = m.comparison
+    if m.unit == "%":
+        detail = ""
+        if c is not None and math.isfinite(c.ci_low):
+            detail = f"; {c.confidence:.0%} interval {c.ci_low:+.2f} to {c.ci_high:+.2f} pp"
+        return f"rose by {m.change_pp:.2f} pp (threshold {m.threshold:g} pp, {severity}){detail}"
+    if m.unit == "req/s":
+        detail = ""
+        if c is not None and c.interval == "ratio" and math.isfinite(c.ci_high):
+            detail = f"; {c.confidence:.0%} interval of the ratio {c.ci_low:.3f} to {c.ci_high:.3f}"
+        return f"fell by {-m.change_pct:.1f}% (allowed drop {m.threshold:.0%}, {severity}){detail}"
+    if m.tested and c is not None:
+        detail = f"; {c.confidence:.0%} interval of the ratio {c.ci_low:.3f} to {c.ci_high:.3f}"
+    else:
+        detail = "; point estimates, not tested for significance"
+    return f"increased by {m.change_pct:.1f}% (threshold {m.threshold:.0%}, {severity}){detail}"
+
+
+def _budget_sentence(b: BudgetCheck) -> str:
+    op = ">" if b.upper else "<"
+    kind = "budget" if b.upper else "minimum"
+    return f"{b.label} {value_text(b.value, b.unit)} {op} {kind} {value_text(b.limit, b.unit)}"
+
+
+def _config(run: RunResult) -> str:
+    def num(value: float | None) -> str:
+        return "?" if value is None else f"{value:g}"
+
+    return f"{num(run.agents)} agents, {num(run.target_rps)} RPS, {num(run.duration_s)} seconds"
+
+
+def _sample_note(comparison: RunComparison) -> str | None:
+    if comparison.point_estimates_only:
+        return None
+    p = comparison.policy
+    return (
+        f"Latency changes tested at {p.confidence:.0%} confidence on the full histograms "
+        f"({comparison.baseline.requests:,} vs {comparison.current.requests:,} requests); "
+        "*not significant* means beyond the threshold but within noise."
+    )
+
+
+# -- formats ---------------------------------------------------------------------------------
+
+
+def markdown(comparison: RunComparison) -> str:
+    if comparison.regressed:
+        lines = [
+            MARKER,
+            "## ⚠️ Performance Benchmark Results",
+            "",
+            "### **Performance Regression Detected**",
+            "",
+        ]
+    else:
+        lines = [MARKER, "## ✅ Performance Benchmark Results", "", "### No Performance Regression", ""]
+    lines += ["| Metric | Baseline | Current | Change |", "|--------|----------|---------|--------|"]
+    for m in table_rows(comparison):
+        cells = (m.label, value_text(m.baseline, m.unit), value_text(m.current, m.unit), change_text(m))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    breaches = breach_lines(comparison)
+    if breaches:
+        lines += [f"- {line}" for line in breaches] + [""]
+    notes = [n for n in (_sample_note(comparison), *comparison.notes) if n]
+    for note in notes:
+        lines += [f"> {note}", ""]
+    lines += [
+        "---",
+        f"*Benchmark Configuration: {_config(comparison.current)}*",
+        f"*Baseline: `{comparison.baseline.branch}`*",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def text(comparison: RunComparison) -> str:
+    verdict = "REGRESSION DETECTED" if comparison.regressed else "no performance regression"
+    out = [
+        f"Performance benchmark: {verdict}",
+        f"  baseline {comparison.baseline.label()} ({comparison.baseline.source or 'in memory'})",
+        f"  current  {comparison.current.label()} ({comparison.current.source or 'in memory'})",
+        "",
+    ]
+    rows = [("Metric", "Baseline", "Current", "Change")] + [
+        (m.label, value_text(m.baseline, m.unit), value_text(m.current, m.unit), change_text(m))
+        for m in table_rows(comparison)
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        out.append("  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row)).rstrip())
+    out.append("")
+    for line in breach_lines(comparison):
+        out.append(line.replace("**", ""))
+    for check in comparison.budget:
+        if not check.exceeded:
+            out.append(check.line())
+    for note in (_sample_note(comparison), *comparison.notes):
+        if note:
+            out.append(note.replace("*", ""))
+    out.append(
+        f"Benchmark configuration: {_config(comparison.current)}; baseline: {comparison.baseline.branch}"
+    )
+    return "\n".join(out) + "\n"
+
+
+def to_json(comparison: RunComparison) -> dict[str, Any]:
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    def metric(m: MetricChange) -> dict[str, Any]:
+        c = m.comparison
+        return {
+            "metric": m.key,
+            "label": m.label,
+            "unit": m.unit,
+            "baseline": clean(m.baseline),
+            "current": clean(m.current),
+            "change_pct": clean(m.change_pct),
+            "change_pp": clean(m.change_pp) if m.unit == "%" else None,
+            "status": m.status,
+            "severity": m.severity,
+            "threshold": m.threshold,
+            "tested": m.tested,
+            "interval": c.interval if c is not None and m.tested else None,
+            "ci_low": clean(c.ci_low) if c is not None and m.tested else None,
+            "ci_high": clean(c.ci_high) if c is not None and m.tested else None,
+            "reason": m.reason,
+        }
+
+    def run(r: RunResult) -> dict[str, Any]:
+        return {**{k: clean(v) for k, v in r.row().items()}, "source": r.source, "histogram": r.has_histogram}
+
+    return {
+        "regression": comparison.regressed,
+        "failed": comparison.failed,
+        "exit_code": comparison.exit_code,
+        "fail_on": comparison.fail_on,
+        "point_estimates_only": comparison.point_estimates_only,
+        "confidence": comparison.policy.confidence,
+        "baseline": run(comparison.baseline),
+        "current": run(comparison.current),
+        "metrics": [metric(m) for m in table_rows(comparison)],
+        "budget": [
+            {
+                "budget": b.key,
+                "label": b.label,
+                "unit": b.unit,
+                "limit": b.limit,
+                "value": clean(b.value),
+                "exceeded": b.exceeded,
+            }
+            for b in comparison.budget
+        ],
+        "notes": comparison.notes,
+    }

@@ -1,0 +1,259 @@
+"""The CI commands as a user runs them: real subprocesses, real load runs, real files.
+
+Three 2-second runs of a target with a known latency distribution (lognormal, median 20 ms)
+are shared by the tests: a baseline, a second run of the same target, and the target slowed
+by 30 %.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nethical_otel.bench.results import read_run, write_run
+from tests.unit.test_bench_results import make_run
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+TARGET = """
+import math, os, threading, time
+import numpy as np
+
+_rng = np.random.default_rng(int(os.environ.get("TARGET_SEED", "1")))
+_lock = threading.Lock()
+SLOWDOWN = float(os.environ.get("TARGET_SLOWDOWN", "1"))
+
+
+def handle(agent_id, cohort=None):
+    with _lock:
+        seconds = _rng.lognormal(math.log(0.020), 0.3)
+    time.sleep(seconds * SLOWDOWN)
+
+
+_kept = []
+
+
+def leak(agent_id):
+    _kept.append(bytearray(512))
+"""
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).parent / "nethical-otel"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "nethical_otel.cli"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NETHICAL_OTEL_", "GITHUB_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return {**env, **extra}
+
+
+def run(cwd: Path, *args: str, env: dict[str, str] | None = None, cli: list[str] | None = None):
+    return subprocess.run(
+        [*(cli or _cli()), *args], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=120
+    )
+
+
+def _one_line_error(result, *names: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for name in names:
+        assert name in lines[0], lines[0]
+
+
+LOAD = (
+    "--target",
+    "target_mod:handle",
+    "--agents",
+    "20",
+    "--rps",
+    "250",
+    "--duration",
+    "2",
+    "--warmup",
+    "0.2",
+)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """base.csv, same.csv (same target, other seed), slow.csv (30 % slower), in one folder."""
+    folder = tmp_path_factory.mktemp("runs")
+    (folder / "target_mod.py").write_text(TARGET)
+    base = run(folder, "load", *LOAD, "--output", "base.csv", "--branch", "main", env=_env(TARGET_SEED="1"))
+    assert base.returncode == 0, base.stderr
+    # The guide's command line, through the example script.
+    same = run(
+        folder,
+        *LOAD,
+        "--output",
+        "same.csv",
+        "--quiet",
+        env=_env(TARGET_SEED="2"),
+        cli=[sys.executable, str(REPO_ROOT / "examples/perf/generate_load.py")],
+    )
+    assert same.returncode == 0, same.stderr
+    assert same.stdout == "" and same.stderr == ""  # --quiet
+    slow = run(
+        folder,
+        "load",
+        *LOAD,
+        "--output",
+        "slow.csv",
+        "--quiet",
+        env=_env(TARGET_SEED="3", TARGET_SLOWDOWN="1.3"),
+    )
+    assert slow.returncode == 0, slow.stderr
+    (folder / "base.log").write_text(base.stdout + base.stderr)
+    return folder
+
+
+def test_load_writes_csv_sidecar_and_summary(runs: Path) -> None:
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.read_csv(runs / "base.csv")
+    assert len(frame) == 1 and frame.loc[0, "requests"] == 500 and frame.loc[0, "agents"] == 20
+    assert frame.loc[0, "branch"] == "main" and frame.loc[0, "cohort"] == "benchmark"
+    assert 19 <= frame.loc[0, "p50_latency_ms"] <= 23  # median 20 ms plus timer slack
+    assert (runs / "base.histogram.json").exists()
+    log = (runs / "base.log").read_text()
+    for word in ("Requests", "Send rate", "Schedule lag", "Latency", "base.histogram.json"):
+        assert word in log
+    result = read_run(runs / "base.csv")
+    assert result.histogram.count == 500 and result.details["achieved_rps"] >= 247
+
+
+def test_compare_two_runs_of_the_same_target(runs: Path) -> None:
+    result = run(runs, "compare", "base.csv", "same.csv")
+    assert result.returncode == 0, result.stderr
+    assert "## ✅ Performance Benchmark Results" in result.stdout
+    assert "### No Performance Regression" in result.stdout
+    assert "*Baseline: `main`*" in result.stdout
+    assert "*Benchmark Configuration: 20 agents, 250 RPS, 2 seconds*" in result.stdout
+
+
+def test_compare_flags_the_slowed_target(runs: Path) -> None:
+    result = run(runs, "compare", "base.csv", "slow.csv")
+    assert result.returncode == 0, result.stderr  # latency regressions are warnings
+    out = result.stdout
+    assert "## ⚠️ Performance Benchmark Results" in out and "### **Performance Regression Detected**" in out
+    assert "- ⚠️ **P50 Latency** increased by" in out
+    failing = run(runs, "compare", "base.csv", "slow.csv", "--fail-on", "warning")
+    assert failing.returncode == 1
+
+
+def test_compare_formats_and_output_file(runs: Path) -> None:
+    result = run(runs, "compare", "base.csv", "slow.csv", "--format", "json", "--output", "cmp.json")
+    assert result.returncode == 0 and result.stdout == ""
+    assert "report written to cmp.json" in result.stderr
+    data = json.loads((runs / "cmp.json").read_text())
+    assert data["regression"] is True and data["point_estimates_only"] is False
+    text = run(runs, "compare", "base.csv", "same.csv", "--format", "text")
+    assert text.stdout.startswith("Performance benchmark: no performance regression")
+    # The guide's script name.
+    script = run(
+        runs, "base.csv", "slow.csv", cli=[sys.executable, str(REPO_ROOT / "scripts/compare_benchmarks.py")]
+    )
+    assert script.returncode == 0 and "Performance Regression Detected" in script.stdout
+
+
+def test_compare_exit_one_on_error_rate_and_budget(tmp_path: Path) -> None:
+    write_run(make_run(errors=4), tmp_path / "base.csv")
+    write_run(make_run(seed=2, errors=60), tmp_path / "errors.csv")
+    write_run(make_run(seed=3), tmp_path / "fine.csv")
+    assert run(tmp_path, "compare", "base.csv", "errors.csv").returncode == 1
+    assert run(tmp_path, "compare", "base.csv", "fine.csv").returncode == 0
+    (tmp_path / "budget.yaml").write_text("p95: 5\n")
+    over = run(tmp_path, "compare", "base.csv", "fine.csv", "--budget", "budget.yaml")
+    assert over.returncode == 1 and "❌ **Budget**: P95 latency" in over.stdout
+
+
+def test_compare_csv_alone_says_point_estimates(runs: Path, tmp_path: Path) -> None:
+    (tmp_path / "base.csv").write_text((runs / "base.csv").read_text())
+    result = run(tmp_path, "compare", "base.csv", str(runs / "same.csv"))
+    assert result.returncode == 0
+    assert "Point estimates only: no histogram sidecar for `base.csv`" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "names"),
+    [
+        ("", ("bad.csv", "empty file")),
+        ("timestamp,git_sha,requests\n", ("bad.csv", "line 1: missing column")),
+        (None, ("bad.csv", "line 2:", "(truncated?)")),
+    ],
+)
+def test_compare_bad_csv_is_one_line_exit_two(runs: Path, tmp_path: Path, content, names) -> None:
+    if content is None:  # a truncated copy of a real run
+        content = (runs / "base.csv").read_text()[:-60]
+    (tmp_path / "bad.csv").write_text(content)
+    _one_line_error(run(tmp_path, "compare", str(runs / "base.csv"), "bad.csv"), *names)
+
+
+def test_compare_truncated_sidecar_and_missing_file(runs: Path, tmp_path: Path) -> None:
+    (tmp_path / "cut.csv").write_text((runs / "base.csv").read_text())
+    text = (runs / "base.histogram.json").read_text()
+    (tmp_path / "cut.histogram.json").write_text(text[: len(text) // 3])
+    _one_line_error(
+        run(tmp_path, "compare", "cut.csv", str(runs / "same.csv")),
+        "cut.histogram.json",
+        "invalid JSON (truncated?)",
+    )
+    _one_line_error(run(tmp_path, "compare", "nope.csv", str(runs / "same.csv")), "nope.csv", "no such file")
+
+
+def test_load_bad_target_is_one_line(tmp_path: Path) -> None:
+    _one_line_error(
+        run(tmp_path, "load", "--target", "nowhere_xyz:f", "--duration", "1", "-q"), "nowhere_xyz"
+    )
+    _one_line_error(run(tmp_path, "load", "--target", "a:b", "--url", "http://127.0.0.1:1", "-q"), "not both")
+
+
+def test_budget_command(runs: Path) -> None:
+    ok = run(runs, "budget", "base.csv", "--p50", "50", "--p95", "200", "--p99", "500")
+    assert ok.returncode == 0, ok.stdout
+    assert "✅ P95 latency" in ok.stdout and "✅ All budgets met" in ok.stdout
+    over = run(runs, "budget", "base.csv", "--p50", "5")
+    assert over.returncode == 1 and "❌ P50 latency" in over.stdout and "budget exceeded" in over.stdout
+    (runs / "budget.yaml").write_text("p95: 200\nerror_rate: 1\n")
+    assert run(runs, "budget", "base.csv", "--file", "budget.yaml").returncode == 0
+    _one_line_error(run(runs, "budget", "base.csv"), "no budget given")
+    (runs / "wrong.yaml").write_text("p9: 1\n")
+    _one_line_error(
+        run(runs, "budget", "base.csv", "--file", "wrong.yaml"), "wrong.yaml", "unknown budget 'p9'"
+    )
+
+
+def test_history_add_detect_plot(runs: Path, tmp_path: Path) -> None:
+    for name in ("base.csv", "same.csv", "slow.csv"):
+        added = run(runs, "history", "add", name, "--dir", str(tmp_path / "benchmark-history"))
+        assert added.returncode == 0, added.stderr
+        assert Path(added.stdout.strip()).name.startswith("benchmark_")
+    files = sorted(p.name for p in (tmp_path / "benchmark-history").iterdir())
+    assert len(files) == 6 and sum(f.endswith(".histogram.json") for f in files) == 3
+    detect = run(tmp_path, "history", "detect")
+    assert detect.returncode == 0 and "No change points in 3 runs" in detect.stdout
+    plot = run(tmp_path, "history", "plot", "--output", "trend.png")
+    assert plot.returncode == 0, plot.stderr
+    assert (tmp_path / "trend.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    _one_line_error(run(tmp_path, "history", "plot", "--dir", "missing"), "no such history directory")
+
+
+def test_memory_command(tmp_path: Path) -> None:
+    (tmp_path / "target_mod.py").write_text(TARGET)
+    result = run(tmp_path, "memory", "--actions", "1000", "--target", "target_mod:leak")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().splitlines()[-1].startswith("✅ Memory usage is acceptable:")
+    assert "Memory leak detected" in result.stdout and "Top allocation sites" in result.stdout
+    assert (tmp_path / "memory-profile.txt").read_text() == result.stdout
+    strict = run(
+        tmp_path, "memory", "--actions", "500", "--target", "target_mod:leak", "--strict", "-o", "m.txt"
+    )
+    assert strict.returncode == 1
