@@ -3,8 +3,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Tools built from Go modules (actionlint) live outside the repo; /usr/local/go/bin is Go's
+# standard install place, for shells that do not have it on PATH.
+TOOLS_BIN ?= $(HOME)/.cache/nethical-otel/bin
+ACTIONLINT_VERSION ?= v1.7.7
+export PATH := $(TOOLS_BIN):$(PATH):/usr/local/go/bin
 
-.PHONY: demo test install install-test servers collector lint bench clean
+.PHONY: demo test install install-test servers collector actionlint lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,12 +39,28 @@ collector:
 		echo "!!! make: Go is not installed: the collector tests will be SKIPPED (install Go, then make test)" >&2; \
 	fi
 
-test: install-test servers collector
+# actionlint (the official one, from the Go module proxy) checks the CI workflow in the tests.
+actionlint:
+	@if [ -x "$(TOOLS_BIN)/actionlint" ]; then \
+		true; \
+	elif command -v go >/dev/null 2>&1; then \
+		GOBIN="$(TOOLS_BIN)" go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION); \
+	elif [ -n "$$CI" ]; then \
+		echo "make: Go is not installed, and CI must build actionlint; install Go" >&2; \
+		exit 1; \
+	else \
+		echo "!!! make: Go is not installed: the workflow lint test will be SKIPPED" >&2; \
+	fi
+
+test: install-test servers collector actionlint
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra
 
 bench: install
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/detector.py
+	$(BIN)/python benchmarks/detection_quality.py
+	$(BIN)/python benchmarks/loadgen.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from nethical_otel.bench.report import MARKER
@@ -14,11 +16,21 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO_ROOT / ".github" / "workflows" / "performance-regression.yml"
 
 
+def actionlint() -> str:
+    """The actionlint `make test` builds from the Go module proxy; skip loudly without it, fail in CI."""
+    tools = Path.home() / ".cache" / "nethical-otel" / "bin"
+    found = shutil.which("actionlint", path=f"{tools}{os.pathsep}{os.environ.get('PATH', '')}")
+    if found:
+        return found
+    reason = "!!! actionlint not installed: run `make test` (it builds it with Go)"
+    if os.environ.get("CI"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
 def test_actionlint_finds_nothing() -> None:
-    actionlint = shutil.which("actionlint")
-    assert actionlint, "actionlint is not installed: pip install -e '.[test]'"
     result = subprocess.run(
-        [actionlint, "-no-color", str(WORKFLOW)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        [actionlint(), "-no-color", str(WORKFLOW)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -30,7 +42,7 @@ def test_actionlint_would_catch_a_broken_workflow(tmp_path: Path) -> None:
     path = tmp_path / ".github" / "workflows" / "broken.yml"
     path.write_text(broken)
     result = subprocess.run(
-        [shutil.which("actionlint") or "actionlint", "-no-color", str(path)],
+        [actionlint(), "-no-color", str(path)],
         cwd=tmp_path,
         capture_output=True,
         text=True,

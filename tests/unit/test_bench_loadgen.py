@@ -107,8 +107,10 @@ def test_percentiles_match_a_known_latency_distribution(mode: str) -> None:
     assert result.requests == len(sleeper.planned) == 900
     planned = np.array(sleeper.planned)
     # Measured latency = planned sleep + timer overshoot + start lag: never below the plan (up to
-    # the histogram's 0.54 %), and above it by at most timer slack (asyncio sleeps in whole ms).
-    slack_ms = 2.5 if mode == "asyncio" else 1.5
+    # the histogram's 0.54 %), and above it by at most timer slack (asyncio sleeps in whole ms)
+    # plus the lag the run itself reports (on a machine shared with busy processes, wake-ups
+    # come late, and the lag says by how much).
+    slack_ms = (2.5 if mode == "asyncio" else 1.5) + result.details["schedule_lag_p99_ms"]
     for q, measured in zip(
         (0.5, 0.95, 0.99), (result.p50_latency_ms, result.p95_latency_ms, result.p99_latency_ms), strict=True
     ):
