@@ -187,18 +187,17 @@ def span_status_panel() -> timeseries.Panel:
 
 
 def alerts_panel() -> table.Panel:
-    # The agent counts its alerts by name and severity only (series details are in Alertmanager);
-    # the Prometheus rules' ALERTS carry the series labels.
+    # The agent's alerts and the Prometheus rules' ALERTS carry the same series labels.
     expr = (
-        'sum by (alertname, severity) (nethical_detector_alerts{state="firing"} > 0) '
+        "max by (alertname, severity, service, action, cohort, quantile) "
+        f'(nethical_detector_alerts{{state="firing", {AGENT_SERIES}}}) '
         "or max by (alertname, severity, service, action, cohort, quantile) "
         f'(ALERTS{{alertstate="firing", alertname=~"Nethical.*", {AGENT_SERIES}}})'
     )
     return (
         table.Panel()
         .title("Firing regression alerts")
-        .description("The detector agent's firing alerts (a count per name and severity, all services; "
-                     "which series: Alertmanager), and the Prometheus rules' firing alerts for this "
+        .description("Firing alerts of the detector agent and of the Prometheus rules for this "
                      "selection. Empty means nothing is firing.")
         .height(8).span(12).no_value("No regression alert is firing")
         .with_target(_query(expr, "", "A").instant().format(PromQueryFormat.TABLE))

@@ -73,7 +73,10 @@ class AgentMetrics:
             "nethical_detector_current_requests_per_second", "Live window throughput.", SERIES, registry=r
         )
         self.alerts = Gauge(
-            "nethical_detector_alerts", "Alerts by state.", ("alertname", "severity", "state"), registry=r
+            "nethical_detector_alerts",
+            "1 per pending or firing alert.",
+            ("alertname", "severity", "state", *SERIES, "quantile"),
+            registry=r,
         )
         self.duration = Histogram(
             "nethical_detector_evaluation_duration_seconds",
@@ -112,12 +115,9 @@ class AgentMetrics:
                 self.baseline_seconds.labels(**labels, quantile=q).set(c.baseline_value)
                 self.current_seconds.labels(**labels, quantile=q).set(c.current_value)
                 self.ratio.labels(**labels, quantile=q).set(c.ratio)
-        counts: dict[tuple[str, str, str], int] = {}
         for alert in detector.book.alerts(State.PENDING, State.FIRING):
-            key = (alert.name, alert.labels.get("severity", ""), alert.state.value)
-            counts[key] = counts.get(key, 0) + 1
-        for (name, severity, state), n in counts.items():
-            self.alerts.labels(alertname=name, severity=severity, state=state).set(n)
+            labels = {name: alert.labels.get(name, "") for name in ("severity", *SERIES, "quantile")}
+            self.alerts.labels(alertname=alert.name, state=alert.state.value, **labels).set(1)
         self.duration.observe(detector.last_duration_s)
         self.evaluations.inc()
 
