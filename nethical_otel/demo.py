@@ -1,76 +1,37 @@
-"""``nethical-otel demo``: the example service under steady load, watched live.
+"""``nethical-otel demo``: the whole loop in one process, in about two minutes.
 
-Agents (threads) call ``IntegratedGovernance.process_action`` at a paced rate; the
-instrumentation records every call; the ``/metrics`` endpoint serves them; a live table
-shows p50/p95/p99, throughput and error rate per action over a rolling window, read from
-the same histograms the exporters ship.
+The example governance service, instrumented; an open-loop load from the load generator;
+the embedded detector learning baselines and watching every action; ``/metrics`` for
+Prometheus; alerts to the terminal (or to Alertmanager). Halfway through, one action is
+slowed down; the alert fires with its confidence interval; the slowdown is removed and the
+alert resolves. At the end a PNG of the latency percentiles (baseline band, injection and
+alert moments marked) and a markdown summary go to ``demo-output/``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
+import json
+import math
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from nethical_otel.detect.sources import InProcessSource
-from nethical_otel.example import PROFILES, GovernanceError, IntegratedGovernance
-from nethical_otel.stats import LatencyHistogram
+from nethical_otel.bench.loadgen import LoadConfig, LoadRun, callable_target
+from nethical_otel.detect.alerts import Alert, State
+from nethical_otel.detect.baseline import write_atomic
+from nethical_otel.detect.detector import SeriesReport
+from nethical_otel.detect.sinks import LogSink
+from nethical_otel.example import IntegratedGovernance
 from nethical_otel.telemetry import Telemetry
 
-ACTIONS = tuple(PROFILES)
-COHORTS = ("control", "treatment")
-
-
-@dataclass(frozen=True)
-class WindowStats:
-    action: str
-    requests: int
-    throughput_rps: float
-    error_rate: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-
-
-class RollingWindow:
-    """Per-action window statistics, read through the detector's in-process source."""
-
-    def __init__(self, telemetry: Telemetry, window_s: float) -> None:
-        self._source = InProcessSource(
-            telemetry.registry.histograms, telemetry.settings.service_name, window_s
-        )
-
-    def update(self) -> list[WindowStats]:
-        merged: dict[str, tuple[LatencyHistogram, float]] = {}
-        for key, window in self._source.read(time.time()).items():
-            if key.action in merged:
-                merged[key.action][0].merge(window.histogram)
-            else:
-                merged[key.action] = (window.histogram.copy(), window.seconds)
-        rows = []
-        for action, (hist, seconds) in sorted(merged.items()):
-            if not hist.count:
-                continue
-            p50, p95, p99 = hist.quantiles([0.5, 0.95, 0.99]) * 1000.0
-            rows.append(
-                WindowStats(
-                    action=action,
-                    requests=hist.count,
-                    throughput_rps=hist.count / seconds if seconds > 0 else float("nan"),
-                    error_rate=hist.error_rate,
-                    p50_ms=p50,
-                    p95_ms=p95,
-                    p99_ms=p99,
-                )
-            )
-        return rows
+QUANTILES = (0.5, 0.95, 0.99)
 
 
 @dataclass(frozen=True)
@@ -82,9 +43,12 @@ class Injection:
     for_s: float | None = None
     action: str | None = None
 
+    def active(self, elapsed_s: float) -> bool:
+        return elapsed_s >= self.at_s and (self.for_s is None or elapsed_s < self.at_s + self.for_s)
+
     def apply(self, service: IntegratedGovernance, elapsed_s: float) -> bool:
         """Set the service's slowdown for this moment; True while the slowdown is on."""
-        on = elapsed_s >= self.at_s and (self.for_s is None or elapsed_s < self.at_s + self.for_s)
+        on = self.active(elapsed_s)
         factor = self.factor if on else 1.0
         if self.action is None:
             service.slowdown = factor
@@ -93,124 +57,324 @@ class Injection:
         return on
 
 
-class SteadyLoad:
-    """``agents`` threads calling ``process_action`` at ``rps`` in total, paced, until stopped."""
+@dataclass
+class Sample:
+    """One action at one moment: live window quantiles (s) against its baseline."""
 
-    def __init__(
-        self,
-        service: IntegratedGovernance,
-        rps: float,
-        agents: int,
-        *,
-        actions: tuple[str, ...] = ACTIONS,
-        cohorts: tuple[str, ...] = COHORTS,
-    ) -> None:
-        self.service = service
-        self.actions = actions
-        self.cohorts = cohorts
-        self.interval = agents / rps
-        self.agents = agents
-        self.stop = threading.Event()
-        self.calls = itertools.count()
-        self._threads = [
-            threading.Thread(target=self._agent, args=(i,), name=f"agent-{i}", daemon=True)
-            for i in range(agents)
-        ]
-
-    def _agent(self, index: int) -> None:
-        agent_id = f"agent-{index:03d}"
-        next_at = time.perf_counter() + self.interval * index / self.agents
-        for n in itertools.count(index):
-            delay = next_at - time.perf_counter()
-            if delay > 0 and self.stop.wait(delay):
-                return
-            if self.stop.is_set():
-                return
-            next_at += self.interval
-            with contextlib.suppress(GovernanceError):  # the instrumentation counts it
-                self.service.process_action(
-                    agent_id,
-                    "summarize the open tickets and draft a reply",
-                    cohort=self.cohorts[n % len(self.cohorts)],
-                    action_type=self.actions[n % len(self.actions)],
-                )
-            next(self.calls)
-
-    def __enter__(self) -> SteadyLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(timeout=5)
+    t: float
+    action: str
+    current: list[float]
+    baseline: list[float] | None
+    rps: float
+    error_rate: float
+    alert: str
 
 
-def render(rows: list[WindowStats], title: str) -> Table:
+@dataclass
+class AlertEvent:
+    t: float
+    state: str  # firing | resolved
+    alertname: str
+    action: str
+    quantile: str
+    severity: str
+    change_pct: str
+    interval: str
+
+
+@dataclass
+class Timeline:
+    started: float
+    samples: list[Sample] = field(default_factory=list)
+    alerts: list[AlertEvent] = field(default_factory=list)
+    baselines_learned_at: float | None = None
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+
+class TerminalSink:
+    """Records firing/resolved transitions for the timeline and prints them as they happen."""
+
+    def __init__(self, timeline: Timeline, say) -> None:
+        self.timeline = timeline
+        self.say = say
+        self._seen: dict[tuple, State] = {}
+
+    def update(self, alert: Alert, now: float) -> None:
+        if self._seen.get(alert.key) is alert.state:
+            return
+        self._seen[alert.key] = alert.state
+        event = AlertEvent(
+            t=self.timeline.now(),
+            state=alert.state.value,
+            alertname=alert.name,
+            action=alert.labels.get("action", ""),
+            quantile=alert.labels.get("quantile", ""),
+            severity=alert.labels.get("severity", ""),
+            change_pct=alert.annotations.get("change_pct", ""),
+            interval=alert.annotations.get("confidence_interval", ""),
+        )
+        self.timeline.alerts.append(event)
+        what = f"{event.alertname} action={event.action}" + (
+            f" p{_pct(event.quantile)}" if event.quantile else ""
+        )
+        if alert.state is State.FIRING:
+            self.say(
+                f"[bold red]FIRING[/] {what} ({event.severity}): "
+                f"{float(event.change_pct):+.1f}% vs baseline, "
+                f"99% interval {event.interval}  [dim]at {event.t:.0f} s[/]"
+            )
+        else:
+            self.say(f"[bold green]RESOLVED[/] {what}  [dim]at {event.t:.0f} s[/]")
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        return None
+
+
+def _pct(quantile: str) -> str:
+    return f"{float(quantile) * 100:g}" if quantile else ""
+
+
+def _alert_state(alerts: list[Alert], action: str) -> str:
+    states = {a.state for a in alerts if a.labels.get("action") == action}
+    for state in (State.FIRING, State.PENDING):
+        if state in states:
+            return state.value
+    return "ok"
+
+
+def sample(report: SeriesReport, t: float, alerts: list[Alert]) -> Sample:
+    hist = report.window.histogram
+    baseline = report.baseline.histogram.quantiles(QUANTILES).tolist() if report.baseline else None
+    return Sample(
+        t=t,
+        action=report.key.action,
+        current=hist.quantiles(QUANTILES).tolist() if hist.count else [math.nan] * 3,
+        baseline=baseline,
+        rps=report.window.throughput_rps,
+        error_rate=hist.error_rate if hist.count else math.nan,
+        alert=_alert_state(alerts, report.key.action) if report.baseline else "learning",
+    )
+
+
+def _change(current: float, baseline: float | None) -> str:
+    if baseline is None or not baseline or math.isnan(current):
+        return ""
+    return f" ({(current / baseline - 1) * 100:+.0f}%)"
+
+
+_STYLE = {"firing": "bold red", "pending": "yellow", "ok": "green", "learning": "dim"}
+
+
+def render(samples: list[Sample], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("action", "p50 ms", "p95 ms", "p99 ms", "req/s", "errors", "requests"):
-        table.add_column(column, justify="left" if column == "action" else "right")
-    for r in rows:
+    for column in ("action", "p50 ms", "p95 ms", "p99 ms", "req/s", "errors", "alert"):
+        table.add_column(column, justify="left" if column in ("action", "alert") else "right")
+    for s in samples:
+        cells = [
+            f"{c * 1000:.2f}{_change(c, s.baseline[i] if s.baseline else None)}"
+            for i, c in enumerate(s.current)
+        ]
         table.add_row(
-            r.action,
-            f"{r.p50_ms:.2f}",
-            f"{r.p95_ms:.2f}",
-            f"{r.p99_ms:.2f}",
-            f"{r.throughput_rps:.1f}",
-            f"{r.error_rate:.2%}",
-            str(r.requests),
+            s.action,
+            *cells,
+            f"{s.rps:.0f}",
+            f"{s.error_rate:.2%}" if not math.isnan(s.error_rate) else "-",
+            f"[{_STYLE[s.alert]}]{s.alert}[/]",
         )
     return table
 
 
-def plain_line(rows: list[WindowStats], elapsed: float) -> str:
+def plain_line(samples: list[Sample], t: float) -> str:
+    def quantile(s: Sample, i: int) -> str:
+        return f"{s.current[i] * 1000:.2f}ms{_change(s.current[i], s.baseline[i] if s.baseline else None)}"
+
     parts = [
-        f"{r.action} p50={r.p50_ms:.2f}ms p95={r.p95_ms:.2f}ms p99={r.p99_ms:.2f}ms "
-        f"rps={r.throughput_rps:.1f} err={r.error_rate:.2%}"
-        for r in rows
+        f"{s.action} p50={quantile(s, 0)} p95={quantile(s, 1)} rps={s.rps:.0f} alert={s.alert}"
+        for s in samples
     ]
-    return f"[{elapsed:6.1f}s] " + " | ".join(parts)
+    return f"[{t:5.0f}s] " + " | ".join(parts)
 
 
-def run_demo(
-    telemetry: Telemetry,
-    *,
-    duration_s: float | None,
-    rps: float,
-    agents: int,
-    window_s: float,
-    refresh_s: float,
-    seed: int | None,
-    inject: Injection | None = None,
-    console: Console | None = None,
-) -> list[WindowStats]:
-    """Run until ``duration_s`` (None: until Ctrl-C); returns the last window's rows."""
+@dataclass(frozen=True)
+class DemoPlan:
+    duration_s: float = 120.0
+    rps: float = 200.0
+    agents: int = 16
+    window_s: float = 10.0
+    refresh_s: float = 1.0
+    seed: int | None = None
+    inject: Injection | None = None
+    output_dir: Path = Path("demo-output")
+
+
+def run_demo(telemetry: Telemetry, plan: DemoPlan, console: Console | None = None) -> Timeline:
+    """Run the demo on ``telemetry`` (which must have its embedded detector running)."""
     console = console or Console()
     interactive = console.is_terminal and sys.stdout.isatty()
-    service = IntegratedGovernance(seed=seed)
-    window = RollingWindow(telemetry, window_s)
-    started = time.monotonic()
-    rows: list[WindowStats] = []
-    title = f"process_action, last {window_s:.0f} s window ({rps:.0f} req/s target, {agents} agents)"
-    if telemetry.prometheus_url:
-        console.print(f"Prometheus metrics: {telemetry.prometheus_url}")
+    detector = telemetry.detector
+    timeline = Timeline(started=time.monotonic())
+    service = IntegratedGovernance(seed=plan.seed)
+    load = LoadRun(
+        LoadConfig(agents=plan.agents, rps=plan.rps, duration_s=plan.duration_s, warmup_s=0, cohort="demo"),
+        callable_target(service.process_action, "example process_action"),
+    )
+    worker = threading.Thread(target=load.run, name="nethical-demo-load", daemon=True)
+    # Alerts show in the terminal through this sink; the log sink would print raw log lines.
+    detector.sinks = [s for s in detector.sinks if not isinstance(s, LogSink)]
+    title = (
+        f"nethical-otel demo: {plan.rps:.0f} req/s, {plan.window_s:.0f} s window, "
+        f"{plan.duration_s:.0f} s (Ctrl-C stops)"
+    )
     live = Live(console=console, auto_refresh=False) if interactive else contextlib.nullcontext()
-    with SteadyLoad(service, rps, agents), live:
+    with live:
+        say = (lambda text: live.console.print(text)) if interactive else console.print
+        detector.sinks.append(TerminalSink(timeline, say))
+        if telemetry.prometheus_url:
+            say(f"Prometheus metrics: {telemetry.prometheus_url}")
+        if plan.inject:
+            target = plan.inject.action or "every action"
+            say(
+                f"Timeline: learn baselines, slow {target} x{plan.inject.factor:g} "
+                f"at {plan.inject.at_s:.0f} s"
+                + (f" for {plan.inject.for_s:.0f} s" if plan.inject.for_s else "")
+            )
+        worker.start()
+        injecting = False
+        last_plain = -math.inf
         try:
-            while duration_s is None or time.monotonic() - started < duration_s:
-                if inject is not None:
-                    inject.apply(service, time.monotonic() - started)
-                time.sleep(refresh_s)
-                rows = window.update()
+            while worker.is_alive():
+                t = timeline.now()
+                if plan.inject is not None and plan.inject.apply(service, t) != injecting:
+                    injecting = not injecting
+                    verb = "slowed" if injecting else "back to normal"
+                    say(f"[bold]{plan.inject.action or 'every action'} {verb}[/] at {t:.0f} s")
+                worker.join(timeout=plan.refresh_s)
+                samples = [sample(r, timeline.now(), detector.book.alerts()) for r in detector.last_reports]
+                timeline.samples.extend(samples)
+                if timeline.baselines_learned_at is None and samples and all(s.baseline for s in samples):
+                    learned = timeline.baselines_learned_at = timeline.now()
+                    say(f"Baselines learned for {len(samples)} actions at {learned:.0f} s")
                 if interactive:
-                    live.update(render(rows, title), refresh=True)
-                else:
-                    console.print(
-                        plain_line(rows, time.monotonic() - started), highlight=False, soft_wrap=True
-                    )
+                    live.update(render(samples, title), refresh=True)
+                elif timeline.now() - last_plain >= 5 or not worker.is_alive():
+                    console.print(plain_line(samples, timeline.now()), highlight=False, soft_wrap=True)
+                    last_plain = timeline.now()
         except KeyboardInterrupt:
-            pass
-    if not interactive:
-        console.print(render(rows, title))
-    return rows
+            load.stop()
+    return timeline
+
+
+# -- what the demo leaves behind --------------------------------------------------------------
+
+
+def write_outputs(timeline: Timeline, plan: DemoPlan) -> tuple[Path, Path, Path]:
+    """The PNG, the markdown summary and a JSON summary (for scripts and tests)."""
+    out = plan.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    png = plot(timeline, plan, out / "latency.png")
+    summary = out / "summary.md"
+    write_atomic(summary, markdown(timeline, plan, png.name))
+    data = out / "summary.json"
+    document = {
+        "plan": {**asdict(plan), "output_dir": str(plan.output_dir)},
+        "baselines_learned_at_s": timeline.baselines_learned_at,
+        "alerts": [asdict(a) for a in timeline.alerts],
+    }
+    write_atomic(data, json.dumps(document, indent=1, default=str) + "\n")
+    return png, summary, data
+
+
+def plot(timeline: Timeline, plan: DemoPlan, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    actions = sorted({s.action for s in timeline.samples}) or ["(no data)"]
+    fig, axes = plt.subplots(
+        len(actions), 1, figsize=(10, 2.6 * len(actions) + 0.6), sharex=True, squeeze=False
+    )
+    colors = {0.5: "tab:blue", 0.95: "tab:orange", 0.99: "tab:red"}
+    for ax, action in zip(axes[:, 0], actions, strict=True):
+        rows = [s for s in timeline.samples if s.action == action]
+        t = [s.t for s in rows]
+        for i, q in enumerate(QUANTILES):
+            ax.plot(t, [s.current[i] * 1000 for s in rows], color=colors[q], label=f"p{q * 100:g}")
+            base = [s.baseline[i] * 1000 if s.baseline else math.nan for s in rows]
+            ax.plot(t, base, color=colors[q], linestyle=":", linewidth=1)
+        with_base = [s for s in rows if s.baseline]
+        if with_base:
+            b = with_base[-1].baseline
+            ax.axhspan(b[0] * 1000, b[2] * 1000, color="grey", alpha=0.15, label="baseline p50..p99")
+        inject = plan.inject
+        if inject and (inject.action in (None, action)):
+            end = inject.at_s + inject.for_s if inject.for_s else plan.duration_s
+            ax.axvspan(inject.at_s, end, color="tab:red", alpha=0.08, label=f"slowdown x{inject.factor:g}")
+        for event in timeline.alerts:
+            if event.action == action:
+                style = ("tab:red", "--") if event.state == "firing" else ("tab:green", "-.")
+                ax.axvline(event.t, color=style[0], linestyle=style[1], linewidth=1)
+        ax.set_ylabel(f"{action}\nlatency (ms)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=5)
+    axes[0, 0].set_title(
+        "nethical-otel demo: live p50/p95/p99 (dotted: baseline; dashed red: alert fired, "
+        "dash-dot green: resolved)",
+        fontsize=9,
+    )
+    axes[-1, 0].set_xlabel("seconds since start")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def markdown(timeline: Timeline, plan: DemoPlan, png_name: str) -> str:
+    lines = ["# nethical-otel demo", ""]
+    learned = timeline.baselines_learned_at
+    lines.append(
+        f"{plan.rps:.0f} req/s for {plan.duration_s:.0f} s, detector window {plan.window_s:.0f} s; "
+        + (f"baselines learned at {learned:.0f} s." if learned is not None else "no baseline was learned.")
+    )
+    if plan.inject:
+        end = f" until {plan.inject.at_s + plan.inject.for_s:.0f} s" if plan.inject.for_s else ""
+        lines.append(
+            f"Injected: {plan.inject.action or 'every action'} slowed x{plan.inject.factor:g} "
+            f"from {plan.inject.at_s:.0f} s{end}."
+        )
+    else:
+        lines.append("No slowdown injected.")
+    lines += ["", f"![latency]({png_name})", "", "## Alerts", ""]
+    if not timeline.alerts:
+        lines.append("None fired.")
+    else:
+        lines += [
+            "| at | state | alert | action | quantile | change | 99% interval |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for a in timeline.alerts:
+            change = f"{float(a.change_pct):+.1f}%" if a.change_pct else ""
+            lines.append(
+                f"| {a.t:.0f} s | {a.state} | {a.alertname} | {a.action} | "
+                f"{'p' + _pct(a.quantile) if a.quantile else ''} | {change} | {a.interval} |"
+            )
+    last = {}
+    for s in timeline.samples:
+        last[s.action] = s
+    if last:
+        lines += [
+            "",
+            "## Last window",
+            "",
+            "| action | p50 ms | p95 ms | p99 ms | baseline p95 ms | req/s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for action, s in sorted(last.items()):
+            base = f"{s.baseline[1] * 1000:.2f}" if s.baseline else "-"
+            p50, p95, p99 = (f"{c * 1000:.2f}" for c in s.current)
+            lines.append(f"| {action} | {p50} | {p95} | {p99} | {base} | {s.rps:.0f} |")
+    return "\n".join(lines) + "\n"

@@ -162,11 +162,16 @@ def resolve_target(spec: str | None = None) -> Target:
                 ) from None
     if inspect.isclass(obj) or not callable(obj):
         raise BenchError(f"--target {spec!r}: is not a function or method (name one, e.g. {spec}.method)")
-    accepts, positional = _accepted_arguments(obj)
+    return callable_target(obj, spec)
+
+
+def callable_target(func: Callable[..., Any], label: str) -> Target:
+    """A target for a callable already in hand (e.g. a bound method of a live object)."""
+    accepts, positional = _accepted_arguments(func)
     return Target(
-        func=obj,
-        is_async=_is_coroutine_function(obj),
-        label=spec,
+        func=func,
+        is_async=_is_coroutine_function(func),
+        label=label,
         accepts=accepts,
         positional_agent=positional,
     )
@@ -443,6 +448,10 @@ class LoadRun:
             alive[0].join(timeout=min(refresh_s, max(0.0, deadline - now)))
         if on_progress is not None:
             on_progress(self.progress(time.perf_counter(), last_done, last_at))
+
+    def stop(self) -> None:
+        """Stop scheduling new requests (those in flight finish); run() then returns."""
+        self._stop = True
 
     def progress(self, now: float, last_done: int = 0, last_at: float | None = None) -> Progress:
         """Completed requests, errors, recent rate, p95 and lag over about the last second."""

@@ -40,7 +40,7 @@ AGENT = {
 }
 
 
-def start_instance(otlp_endpoint: str, seed: int) -> subprocess.Popen:
+def start_instance(otlp_endpoint: str, seed: int, output_dir) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NETHICAL_OTEL_"))}
     env.update(
         OTEL_SERVICE_NAME=SERVICE,
@@ -53,7 +53,7 @@ def start_instance(otlp_endpoint: str, seed: int) -> subprocess.Popen:
         sys.executable, "-m", "nethical_otel.cli", "demo", "--duration", "150", "--rps", "150",
         "--agents", "4", "--refresh", "1", "--seed", str(seed),
         "--inject-slowdown", "1.3", "--inject-at", str(INJECT_AT_S), "--inject-for", str(INJECT_FOR_S),
-        "--inject-action", "query",
+        "--inject-action", "query", "--output-dir", str(output_dir),
     ]  # fmt: skip
     return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -75,7 +75,9 @@ def wait(condition, timeout_s: float, what: str):
 
 def test_service_to_alertmanager_through_collector_and_prometheus(tmp_path):
     with start_collector(tmp_path) as collector, start_alertmanager(tmp_path) as am:
-        instances = [start_instance(collector.otlp_grpc_endpoint, seed) for seed in (21, 22)]
+        instances = [
+            start_instance(collector.otlp_grpc_endpoint, seed, tmp_path / f"demo-{seed}") for seed in (21, 22)
+        ]
         started = time.monotonic()
         try:
             agent_port = free_port()
@@ -112,7 +114,7 @@ def test_service_to_alertmanager_through_collector_and_prometheus(tmp_path):
                     assert fired_after > 0, "fired before the injection"
                     labels = firing[0]["labels"]
                     assert labels["service"] == SERVICE and labels["severity"] in ("warning", "info")
-                    assert labels["cohort"] in ("control", "treatment") and labels["quantile"] in (
+                    assert labels["cohort"] == "demo" and labels["quantile"] in (
                         "0.5",
                         "0.95",
                         "0.99",
