@@ -213,6 +213,8 @@ def agent(config_file, once) -> None:
     try:
         if once:
             agent.run(max_steps=1)
+            if agent.detector.last_error:
+                raise NethicalOtelError(agent.detector.last_error)
             _print_reports(agent.detector.last_reports)
             return
         url = agent.serve()

@@ -382,7 +382,7 @@ def reference_markdown() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "Generated from `nethical_otel/config.py` by `python -m nethical_otel.config`; a test fails",
+        "Generated from `nethical_otel/config.py` by `nethical-otel config reference`; a test fails",
         "when it is stale.",
         "",
         "Precedence: keyword arguments to `nethical_otel.setup()` > environment > YAML file",

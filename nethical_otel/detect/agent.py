@@ -173,10 +173,13 @@ class Agent:
             try:
                 reports = self.detector.step()
                 self.metrics.update(self.detector, reports)
-                self.last_ok = time.monotonic()
+                if self.detector.last_error is None:  # Prometheus answered
+                    self.last_ok = time.monotonic()
             except Exception:
                 _log.exception("nethical-otel agent: evaluation failed; trying again next step")
             steps += 1
+            if max_steps is not None and steps >= max_steps:
+                break
             next_at += step_s
             self.stop_event.wait(max(0.0, next_at - time.monotonic()))
 

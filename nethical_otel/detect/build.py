@@ -47,6 +47,10 @@ def load_baselines(settings: Settings) -> BaselineSet:
     """The configured baseline file, or an empty set when there is none yet."""
     if settings.baseline_file and Path(settings.baseline_file).exists():
         return BaselineSet.load(settings.baseline_file)
+    if settings.baseline_file:
+        _log.info(
+            "nethical-otel: no baseline file at %s yet; learned baselines go there", settings.baseline_file
+        )
     return BaselineSet()
 
 

@@ -141,6 +141,7 @@ class Detector:
         self.last_reports: list[SeriesReport] = []
         self.evaluations = 0
         self.last_duration_s = 0.0
+        self.last_error: str | None = None  # why the last step could not read its source
 
     def _labels(self, key: SeriesKey, finding: Finding) -> dict[str, str]:
         labels = {
@@ -198,8 +199,10 @@ class Detector:
         now = self.clock()
         try:
             windows = self.source.read(now)
+            self.last_error = None
         except SourceError as exc:
             _log.warning("nethical-otel: %s; alerts keep their state", exc)
+            self.last_error = str(exc)
             windows = {}
         reports = []
         for key, window in sorted(windows.items()):

@@ -178,6 +178,10 @@ class _Deliverer:
         while self.pending and time.monotonic() < deadline:
             if not self._flush_once():
                 time.sleep(0.2)
+        if self.pending:
+            _log.warning(
+                "nethical-otel: %d alert update(s) for %s not delivered at shutdown", self.pending, self.url
+            )
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=2.0)

@@ -61,7 +61,12 @@ class _OncePerMinute(logging.Filter):
 
 
 _DROP_FILTER = _OncePerMinute()
-for _name in ("opentelemetry.sdk._shared_internal", "opentelemetry.exporter.otlp.proto.grpc.exporter"):
+for _name in (
+    "opentelemetry.sdk._shared_internal",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+):
     logging.getLogger(_name).addFilter(_DROP_FILTER)
 
 
@@ -208,7 +213,11 @@ class Telemetry:
         self._shutdown_hooks.append(hook)
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
-        """Export buffered spans and metrics now. True when every exporter succeeded."""
+        """Hand buffered spans and metrics to the exporters now; False on a timeout.
+
+        True does not mean the collector accepted them: the SDK does not report export
+        results through force_flush (failures are logged instead).
+        """
         if self.tracer_provider is None or self.meter_provider is None:
             return True
         if self.registry is not None:
