@@ -77,13 +77,21 @@ class IntegratedGovernance:
         self._lock = threading.Lock()
         self.audit_log_size = 0
 
-    def _draw(self, action_type: str) -> tuple[float, bool]:
+    def _draw(self, action_type: str, ml_blend: bool) -> tuple[float, bool]:
+        """(simulated latency in seconds, whether this call fails)."""
         median_ms, sigma = PROFILES.get(action_type, PROFILES["query"])
         with self._lock:  # numpy Generators are not thread-safe
             latency = self._rng.lognormal(math.log(median_ms / 1000.0), sigma)
             failed = self._rng.random() < self.error_rate
         factor = self.slowdown * self.slowdown_by_action.get(action_type, 1.0) * self.latency_scale
+        if ml_blend:  # the blended model is slower
+            factor *= 1.25
         return latency * factor, failed
+
+    def _decide(self, agent_id: str, action: str, action_type: str, shadow: bool, failed: bool) -> Decision:
+        if failed:
+            raise GovernanceError(f"policy store unavailable while judging {agent_id}")
+        return self._evaluate(agent_id, action, action_type, shadow)
 
     def _evaluate(self, agent_id: str, action: str, action_type: str, shadow: bool) -> Decision:
         violations = tuple(rule.pattern for rule in _RULES if rule.search(action))
@@ -120,13 +128,9 @@ class IntegratedGovernance:
         ml_blend: bool = False,
     ) -> Decision:
         """Judge one agent action. Raises ``GovernanceError`` at ``error_rate``."""
-        latency, failed = self._draw(action_type)
-        if ml_blend:
-            latency *= 1.25
+        latency, failed = self._draw(action_type, ml_blend)
         self._wait(latency)
-        if failed:
-            raise GovernanceError(f"policy store unavailable while judging {agent_id}")
-        return self._evaluate(agent_id, action, action_type, shadow)
+        return self._decide(agent_id, action, action_type, shadow, failed)
 
     @instrument(name="process_action", action_arg="action_type")
     async def aprocess_action(
@@ -140,10 +144,6 @@ class IntegratedGovernance:
         ml_blend: bool = False,
     ) -> Decision:
         """``process_action`` for asyncio services: the simulated I/O awaits."""
-        latency, failed = self._draw(action_type)
-        if ml_blend:
-            latency *= 1.25
+        latency, failed = self._draw(action_type, ml_blend)
         await asyncio.sleep(latency)
-        if failed:
-            raise GovernanceError(f"policy store unavailable while judging {agent_id}")
-        return self._evaluate(agent_id, action, action_type, shadow)
+        return self._decide(agent_id, action, action_type, shadow, failed)
