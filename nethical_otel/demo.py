@@ -11,6 +11,7 @@ alert moments marked) and a markdown summary go to ``demo-output/``.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import sys
@@ -25,10 +26,10 @@ from rich.table import Table
 
 from nethical_otel.bench.loadgen import LoadConfig, LoadRun, callable_target
 from nethical_otel.detect.alerts import Alert, State
-from nethical_otel.detect.baseline import write_atomic
 from nethical_otel.detect.detector import SeriesReport
 from nethical_otel.detect.sinks import LogSink
 from nethical_otel.example import IntegratedGovernance
+from nethical_otel.files import write_atomic
 from nethical_otel.telemetry import Telemetry
 
 QUANTILES = (0.5, 0.95, 0.99)
@@ -326,10 +327,10 @@ def plot(timeline: Timeline, plan: DemoPlan, path: Path) -> Path:
     )
     axes[-1, 0].set_xlabel("seconds since start")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
+    write_atomic(path, png.getvalue())
     return path
 
 

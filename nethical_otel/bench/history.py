@@ -20,6 +20,7 @@ with 2); a 30 % shift in 60 % with 3 runs and 98 % with 4. Cost: O(n**2) per spl
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -32,6 +33,7 @@ import numpy as np
 from scipy import stats as sps
 
 from nethical_otel.bench.results import BenchError, RunResult, read_run, write_run
+from nethical_otel.files import write_atomic
 
 HISTORY_PATTERN = re.compile(r"^benchmark_(\d{8})_(\d{6})(?:_(\d+))?\.csv$")
 # The series change points are looked for in, and how they are plotted.
@@ -303,12 +305,7 @@ def plot(
     span = f"{runs[0].timestamp} .. {runs[-1].timestamp}" if all(times) else f"{len(runs)} runs"
     figure.suptitle(f"Benchmark history: {len(runs)} runs, {span}; dashed lines: change points", fontsize=10)
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    try:
-        figure.savefig(tmp, format="png")
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    png = io.BytesIO()
+    figure.savefig(png, format="png")
+    write_atomic(output, png.getvalue())
     return output

@@ -23,13 +23,13 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from nethical_otel.errors import NethicalOtelError
+from nethical_otel.files import write_atomic as atomic_write_text
 from nethical_otel.stats import LatencyHistogram, StatsError
 
 SIDECAR_FORMAT = "nethical-otel-run"
@@ -155,26 +155,6 @@ def sidecar_path(csv_path: str | os.PathLike[str]) -> Path:
 
 
 # -- writing -------------------------------------------------------------------------------
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one.
-
-    A crash (or an exception) mid-write leaves no partial ``path`` and no temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def csv_text(result: RunResult) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nethical_otel.errors import NethicalOtelError
+from nethical_otel.files import write_atomic
 from nethical_otel.stats import LatencyHistogram, StatsError
 
 FORMAT = "nethical-otel-baselines"
@@ -162,18 +162,3 @@ def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
     if path.exists() and not overwrite:
         raise BaselineError(f"{path} exists; pass --force (overwrite=True) to replace it")
     return path
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
