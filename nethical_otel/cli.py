@@ -245,23 +245,51 @@ def baseline() -> None:
 )
 @click.option("--from-prometheus", "prometheus_url", help="Prometheus base URL (fleet-wide window).")
 @click.option("--from-metrics", "metrics_url", help="A service's /metrics URL, scraped twice a window apart.")
+@click.option(
+    "--from-run", "run_csv", type=click.Path(dir_okay=False), help="A `nethical-otel load` results CSV."
+)
+@click.option("--service", help="Service name for a --from-run baseline.")
+@click.option(
+    "--action",
+    "action_name",
+    default="process_action",
+    show_default=True,
+    help="Action for a --from-run baseline.",
+)
 @click.option("--window", type=click.FloatRange(min=1), default=300.0, show_default=True, help="Seconds.")
 @click.option(
     "--service-label", default="job", show_default=True, help="Prometheus label naming the service."
 )
 @click.option("--version", "version_", default="", help="Version or git sha to record with the baseline.")
 @click.option("--force", is_flag=True, help="Replace an existing file.")
-def baseline_create(output, prometheus_url, metrics_url, window, service_label, version_, force) -> None:
-    """Record the live window of a running service as its baseline."""
+def baseline_create(
+    output, prometheus_url, metrics_url, run_csv, service, action_name, window, service_label, version_, force
+) -> None:
+    """Record a baseline: the live window of a running service, or a benchmark run."""
     import time
 
     from nethical_otel.detect.baseline import Baseline, BaselineSet, check_writable
     from nethical_otel.detect.sources import PrometheusSource, scrape, window_between
 
-    if bool(prometheus_url) == bool(metrics_url):
-        raise click.UsageError("give exactly one of --from-prometheus or --from-metrics")
+    if sum(map(bool, (prometheus_url, metrics_url, run_csv))) != 1:
+        raise click.UsageError("give exactly one of --from-prometheus, --from-metrics or --from-run")
+    if run_csv and not service:
+        raise click.UsageError("--from-run needs --service (the run file does not name one)")
     check_writable(output, overwrite=force)
-    if prometheus_url:
+    if run_csv:
+        from nethical_otel.bench.results import read_run
+        from nethical_otel.detect.baseline import SeriesKey
+        from nethical_otel.detect.sources import Window
+
+        run = read_run(run_csv)
+        if run.histogram is None or not run.duration_s:
+            raise NethicalOtelError(
+                f"{run_csv}: no latency histogram sidecar next to it; a baseline needs one"
+            )
+        windows = {SeriesKey(service, action_name, run.cohort): Window(run.histogram, run.duration_s)}
+        source = f"run:{run_csv}"
+        version_ = version_ or run.git_sha
+    elif prometheus_url:
         windows = PrometheusSource(prometheus_url, window, service_label=service_label).read(time.time())
         source = f"prometheus:{prometheus_url}"
     else:

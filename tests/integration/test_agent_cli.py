@@ -159,3 +159,35 @@ def test_agent_once_against_an_unreachable_prometheus_fails_clearly(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"nethical-otel: error: cannot reach Prometheus at {url}")
     assert "Traceback" not in result.stderr
+
+
+def test_baseline_from_a_benchmark_run(tmp_path):
+    import numpy as np
+
+    from nethical_otel.bench.results import RunResult, write_run
+    from nethical_otel.stats import LatencyHistogram
+
+    rng = np.random.default_rng(4)
+    hist = LatencyHistogram.from_samples(rng.lognormal(np.log(0.02), 0.3, 3000), errors=6)
+    run = tmp_path / "results.csv"
+    write_run(
+        RunResult.from_histogram(
+            hist, throughput_rps=100.0, duration_s=30.0, cohort="benchmark", git_sha="abc1234"
+        ),
+        run,
+    )
+    path = tmp_path / "baselines.json"
+    result = cli("baseline", "create", "--from-run", str(run), "--service", "governance", "-o", str(path))
+    assert result.returncode == 0, result.stderr
+    (baseline,) = BaselineSet.load(path)
+    assert (baseline.key.service, baseline.key.action, baseline.key.cohort) == (
+        "governance",
+        "process_action",
+        "benchmark",
+    )
+    assert baseline.version == "abc1234" and baseline.window_s == 30.0 and baseline.throughput_rps == 100.0
+    assert baseline.histogram.count == 3000 and baseline.histogram.errors == 6
+    assert baseline.histogram.quantile(0.95) == hist.quantile(0.95)
+
+    missing = cli("baseline", "create", "--from-run", str(run), "-o", str(tmp_path / "x.json"))
+    assert missing.returncode == 2 and "--from-run needs --service" in missing.stderr
