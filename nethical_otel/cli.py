@@ -48,7 +48,7 @@ def version() -> None:
 
 @main.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML settings file.")
-@click.option("--duration", type=click.FloatRange(min=5), default=120.0, show_default=True, help="Seconds.")
+@click.option("--duration", type=click.FloatRange(min=1), default=120.0, show_default=True, help="Seconds.")
 @click.option(
     "--rps", type=click.FloatRange(min=1), default=200.0, show_default=True, help="Total request rate."
 )
