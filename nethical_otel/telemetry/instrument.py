@@ -20,6 +20,8 @@ from typing import Any, ClassVar, TypeVar, overload
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, Status, StatusCode
 
+from nethical_otel.telemetry.bridge import explicit_bounds
+from nethical_otel.telemetry.pipeline import api_pipeline
 from nethical_otel.telemetry.recorder import ACTION, AGENT_ID, COHORT, ERROR_TYPE
 
 _log = logging.getLogger(__name__)
@@ -34,7 +36,6 @@ class _State:
         self.pipeline = None
         self.generation = 0
         self.lock = threading.Lock()
-        self.fallback_bounds: list[float] = []
 
     def activate(self, pipeline) -> None:
         with self.lock:
@@ -51,9 +52,6 @@ class _State:
         """The active pipeline, or one on the global API providers when setup() was not called."""
         pipeline = self.pipeline
         if pipeline is None:
-            from nethical_otel.telemetry.bridge import explicit_bounds
-            from nethical_otel.telemetry.pipeline import api_pipeline
-
             with self.lock:
                 if self.pipeline is None:
                     self.pipeline = api_pipeline(explicit_bounds(0.001, 30.0, 4))

@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from nethical_otel._version import __version__
+from nethical_otel.telemetry.bridge import DURATION_DESCRIPTION, DURATION_NAME
 from nethical_otel.telemetry.recorder import ACTION, RecorderRegistry
 
 _log = logging.getLogger(__name__)
@@ -136,8 +137,6 @@ class _ApiSeries:
 
 def api_pipeline(bounds: list[float], max_attribute_values: int = 100) -> Pipeline:
     """A pipeline on the global OpenTelemetry providers, whatever SDK set-up they have."""
-    from nethical_otel.telemetry.bridge import DURATION_DESCRIPTION, DURATION_NAME
-
     meter = metrics.get_meter(SCOPE_NAME, __version__)
     histogram = meter.create_histogram(
         DURATION_NAME,
