@@ -259,7 +259,7 @@ def run_demo(telemetry: Telemetry, plan: DemoPlan, console: Console | None = Non
                     say(f"Baselines learned for {len(samples)} actions at {learned:.0f} s")
                 if interactive:
                     live.update(render(samples, title), refresh=True)
-                elif timeline.now() - last_plain >= 5 or not worker.is_alive():
+                elif samples and (timeline.now() - last_plain >= 5 or not worker.is_alive()):
                     console.print(plain_line(samples, timeline.now()), highlight=False, soft_wrap=True)
                     last_plain = timeline.now()
         except KeyboardInterrupt:
