@@ -171,7 +171,3 @@ class RecorderRegistry:
         for recorder in self.recorders():
             if isinstance(recorder, SeriesRecorder):
                 yield recorder.attributes, recorder.snapshot()
-
-    @property
-    def folded_values(self) -> int:
-        return self._actions.folded + self._cohorts.folded
