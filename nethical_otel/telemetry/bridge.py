@@ -11,10 +11,11 @@ Temporality is cumulative (what Prometheus and ``prometheusremotewrite`` need).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Buckets,
@@ -32,12 +33,17 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from nethical_otel._version import __version__
-from nethical_otel.stats import LatencyHistogram
 from nethical_otel.telemetry.recorder import RecorderRegistry
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from nethical_otel.stats import LatencyHistogram
 
 DURATION_NAME = "nethical.action.duration"
 DURATION_DESCRIPTION = "Duration of instrumented actions (process_action and friends)."
-SCOPE = InstrumentationScope("nethical_otel", __version__)
+SCOPE_NAME = "nethical_otel"
+SCOPE = InstrumentationScope(SCOPE_NAME, __version__)
 OTLP_EXPONENTIAL_MAX_SIZE = 160  # the SDK's default max_size for exponential histograms
 
 
@@ -47,13 +53,50 @@ def explicit_bounds(min_s: float, max_s: float, per_octave: int) -> list[float]:
     Powers of ``2 ** (1 / per_octave)`` are bucket boundaries of every histogram scale
     >= log2(per_octave), so converting a ``LatencyHistogram`` to them is exact.
     """
-    lo = int(np.floor(np.log2(min_s) * per_octave))
-    hi = int(np.ceil(np.log2(max_s) * per_octave))
-    return [float(2.0 ** (k / per_octave)) for k in range(lo, hi + 1)]
+    return LeLayout(min_s, max_s, per_octave).bounds
+
+
+class LeLayout:
+    """``le`` bounds ``2 ** (k / per_octave)`` for k in ``lo..hi``, and a fast re-bucketing onto them.
+
+    At histogram scales >= log2(per_octave) every bound is a bucket boundary, so bucket ``i``
+    (values in ``(b**i, b**(i+1)]``) lies wholly in ``le`` bucket ``(i >> shift) + 1 - lo``:
+    integer arithmetic, exact, and about 5x faster than the general
+    ``LatencyHistogram.bucket_counts_for`` (which coarser scales still use).
+    """
+
+    def __init__(self, min_s: float, max_s: float, per_octave: int) -> None:
+        self.per_octave = per_octave
+        self.lo = math.floor(math.log2(min_s) * per_octave)
+        self.hi = math.ceil(math.log2(max_s) * per_octave)
+        self.bounds = [float(2.0 ** (k / per_octave)) for k in range(self.lo, self.hi + 1)]
+        self._octave_bits = int(per_octave).bit_length() - 1
+        self._size = len(self.bounds) + 1
+
+    def counts(self, hist: LatencyHistogram) -> np.ndarray:
+        """Counts per ``le`` bucket, not cumulative (``len(bounds) + 1`` values, last is +Inf)."""
+        import numpy as np
+
+        shift = hist.scale - self._octave_bits
+        if shift < 0:
+            return hist.bucket_counts_for(self.bounds)
+        out = np.zeros(self._size, dtype=np.int64)
+        out[0] = hist.zero_count
+        if hist.counts.size:
+            slots = np.arange(hist.offset, hist.offset + hist.counts.size, dtype=np.int64)
+            slots >>= shift
+            slots += 1 - self.lo
+            np.clip(slots, 0, self._size - 1, out=slots)
+            out += np.bincount(slots, weights=hist.counts, minlength=self._size).astype(np.int64)
+        return out
+
+    def cumulative(self, hist: LatencyHistogram) -> list[int]:
+        """Cumulative ``le`` counts, as Prometheus exposes them."""
+        return self.counts(hist).cumsum().tolist()
 
 
 def _explicit_point(
-    attributes: dict, hist: LatencyHistogram, bounds: Sequence[float], start_ns: int, now_ns: int
+    attributes: dict, hist: LatencyHistogram, layout: LeLayout, start_ns: int, now_ns: int
 ) -> HistogramDataPoint:
     return HistogramDataPoint(
         attributes=attributes,
@@ -61,8 +104,8 @@ def _explicit_point(
         time_unix_nano=now_ns,
         count=hist.count,
         sum=hist.sum,
-        bucket_counts=hist.bucket_counts_for(bounds).tolist(),
-        explicit_bounds=list(bounds),
+        bucket_counts=layout.counts(hist).tolist(),
+        explicit_bounds=layout.bounds,
         min=hist.min,
         max=hist.max,
         exemplars=[],
@@ -111,15 +154,19 @@ def _with_metric(scope_metrics: Sequence[ScopeMetrics], metric: Metric) -> list[
 class HistogramBridge:
     """Produces ``nethical.action.duration`` from a ``RecorderRegistry`` for any reader."""
 
-    def __init__(self, registry: RecorderRegistry, resource: Resource, bounds: Sequence[float]) -> None:
+    def __init__(self, registry: RecorderRegistry, resource: Resource, layout: LeLayout) -> None:
         self.registry = registry
         self.resource = resource
-        self.bounds = list(bounds)
+        self.layout = layout
+        self._start_ns = time.time_ns()
+
+    def restart_after_fork(self) -> None:
+        """A forked child's series start empty: their cumulative start time is now."""
         self._start_ns = time.time_ns()
 
     def metric(self, exponential: bool) -> Metric | None:
         now_ns = time.time_ns()
-        series = [(attrs, hist) for attrs, hist in self.registry.histograms() if hist.count]
+        series = list(self.registry.histograms())
         if not series:
             return None
         if exponential:
@@ -129,7 +176,7 @@ class HistogramBridge:
             )
         else:
             data = Histogram(
-                data_points=[_explicit_point(a, h, self.bounds, self._start_ns, now_ns) for a, h in series],
+                data_points=[_explicit_point(a, h, self.layout, self._start_ns, now_ns) for a, h in series],
                 aggregation_temporality=AggregationTemporality.CUMULATIVE,
             )
         return Metric(name=DURATION_NAME, description=DURATION_DESCRIPTION, unit="s", data=data)

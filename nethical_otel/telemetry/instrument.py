@@ -9,9 +9,11 @@ own exceptions are re-raised unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
+import os
 import threading
 from collections.abc import Callable
 from time import perf_counter
@@ -22,7 +24,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from nethical_otel.telemetry.bridge import explicit_bounds
 from nethical_otel.telemetry.pipeline import api_pipeline
-from nethical_otel.telemetry.recorder import ACTION, AGENT_ID, COHORT, ERROR_TYPE
+from nethical_otel.telemetry.recorder import ACTION, AGENT_ID, COHORT, ERROR_TYPE, clean
 
 _log = logging.getLogger(__name__)
 
@@ -61,6 +63,14 @@ class _State:
 
 STATE = _State()
 
+
+def _new_lock_after_fork() -> None:
+    STATE.lock = threading.Lock()  # another thread may have held it at fork time
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
+
 _warned: set[str] = set()
 
 
@@ -84,7 +94,25 @@ def _pick(args: tuple, kwargs: dict, where: tuple[int | None, str | None]) -> st
     if name is None:
         return None
     value = args[index] if index is not None and index < len(args) else kwargs.get(name)
-    return None if value is None else str(value)
+    return None if value is None else clean(value)
+
+
+def _span_value(value: Any) -> Any:
+    """A span attribute value the SDK and every exporter accept (primitives, or a tuple of them)."""
+    if isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(v if isinstance(v, (bool, int, float)) else clean(v) for v in value)
+    return clean(value)
+
+
+def _span_attributes(attributes: dict[str, Any] | None) -> dict[str, Any]:
+    return {clean(key): _span_value(value) for key, value in (attributes or {}).items()}
+
+
+def _describe(exc: BaseException, error_type: str) -> str:
+    """``"Type: message"`` for the span status; an exception whose ``__str__`` fails is still named."""
+    return f"{error_type}: {clean(exc)}"
 
 
 class _Binding:
@@ -114,9 +142,9 @@ class _Site:
         cohort_arg: str | None,
         agent_id_arg: str | None,
     ) -> None:
-        self.name = name
-        self.action = action or name
-        self.static_attributes = dict(attributes or {})
+        self.name = clean(name)
+        self.action = clean(action) if action is not None else self.name
+        self.static_attributes = _span_attributes(attributes)
         self.action_from = _arg_position(signature, action_arg)
         self.cohort_from = _arg_position(signature, cohort_arg)
         self.agent_from = _arg_position(signature, agent_id_arg)
@@ -179,10 +207,14 @@ class _Call:
                 _warn_once("starting a span")
         self.active.append(None)
 
+    def _leave(self) -> None:
+        with contextlib.suppress(IndexError):  # emptied by fork() while this call was in flight
+            self.active.pop()
+
     def ok(self, seconds: float) -> None:
         self._end_span(None)
         try:
-            self.active.pop()
+            self._leave()
             self.series.observe(seconds)
         except Exception:
             _warn_once("recording a call")
@@ -191,7 +223,7 @@ class _Call:
         error_type = type(exc).__qualname__
         self._end_span(exc, error_type)
         try:
-            self.active.pop()
+            self._leave()
             self.binding.pipeline.registry.series(self.action, self.cohort, error_type).observe(seconds)
         except Exception:
             _warn_once("recording a failed call")
@@ -203,16 +235,24 @@ class _Call:
             return
         try:
             otel_context.detach(self.token)
-            span: Span | None = self.span
-            if span is None:
-                return
-            if exc is not None:
-                span.set_attribute(ERROR_TYPE, error_type)
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exc}"))
-            span.end()
         except Exception:
-            _warn_once("ending a span")
+            _warn_once("restoring the context")
+        span: Span | None = self.span
+        if span is None:
+            return
+        try:
+            if exc is not None:
+                error_type = clean(error_type)
+                span.set_attribute(ERROR_TYPE, error_type)
+                span.set_status(Status(StatusCode.ERROR, _describe(exc, error_type)))
+                span.record_exception(exc)
+        except Exception:
+            _warn_once("recording the exception on a span")
+        finally:
+            try:
+                span.end()
+            except Exception:
+                _warn_once("ending a span")
 
 
 def _begin(site: _Site, args: tuple, kwargs: dict) -> _Call | None:
@@ -328,23 +368,34 @@ class action:
 
     _sites: ClassVar[dict[tuple, _Site]] = {}
 
+    _SIGNATURE = inspect.Signature(
+        [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY) for p in ("cohort", "agent_id")]
+    )
+
     def __init__(self, name: str, **attributes: Any) -> None:
-        cohort = attributes.pop("cohort", None)
-        agent_id = attributes.pop("agent_id", None)
-        key = (name, tuple(sorted(attributes.items())))
-        site = self._sites.get(key)
-        if site is None:
-            signature = inspect.Signature(
-                [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY) for p in ("cohort", "agent_id")]
-            )
-            site = _Site(name, None, attributes, signature, None, "cohort", "agent_id")
-            if len(self._sites) < 1000:
-                self._sites[key] = site
-        self._site = site
+        cohort, agent_id = attributes.pop("cohort", None), attributes.pop("agent_id", None)
         self._kwargs = {"cohort": cohort, "agent_id": agent_id}
+        self._call = None
+        try:
+            self._site = self._site_for(name, attributes)
+        except Exception:
+            _warn_once("preparing an action")
+            self._site = None
+
+    @classmethod
+    def _site_for(cls, name: Any, attributes: dict[str, Any]) -> _Site:
+        cleaned = _span_attributes(attributes)
+        key = (clean(name), tuple(sorted(cleaned.items())))  # clean values are hashable
+        site = cls._sites.get(key)
+        if site is None:
+            site = _Site(key[0], None, cleaned, cls._SIGNATURE, None, "cohort", "agent_id")
+            if len(cls._sites) < 1000:
+                cls._sites[key] = site
+        return site
 
     def __enter__(self) -> action:
-        self._call = _begin(self._site, (), self._kwargs)
+        if self._site is not None:
+            self._call = _begin(self._site, (), self._kwargs)
         self._start = perf_counter()
         return self
 

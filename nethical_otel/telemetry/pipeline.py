@@ -27,12 +27,11 @@ from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from nethical_otel._version import __version__
-from nethical_otel.telemetry.bridge import DURATION_DESCRIPTION, DURATION_NAME
+from nethical_otel.telemetry.bridge import DURATION_DESCRIPTION, DURATION_NAME, SCOPE_NAME
 from nethical_otel.telemetry.recorder import ACTION, RecorderRegistry
 
 _log = logging.getLogger(__name__)
 
-SCOPE_NAME = "nethical_otel"
 ACTIVE_NAME = "nethical.action.active"
 _TRACE_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)

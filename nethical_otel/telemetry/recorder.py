@@ -1,45 +1,97 @@
 """The metrics hot path: per-series latency buffers folded into ``LatencyHistogram``\\ s.
 
-Recording is one ``list.append`` (atomic under the GIL, no lock). Every ``DRAIN_AT``
+Recording is one ``array.append`` (atomic under the GIL, no lock). Every ``DRAIN_AT``
 observations, and whenever a reader collects, the buffer is folded into the series'
 cumulative histogram in one vectorized step (a few ns per value). So the per-call cost
 stays within 2x of ``prometheus_client``'s ``observe`` (benchmarks/overhead.py) while the
-histogram keeps 0.54 % quantile accuracy, and memory per series is bounded: the buffer
-never holds more than ``DRAIN_AT`` values and the histogram only grows with the latency
-*range*, not with traffic.
+histogram keeps 0.54 % quantile accuracy.
+
+Memory is bounded whatever the input: a series holds at most ``DRAIN_AT`` float64 values
+in its buffer (4 KiB) plus 8 bytes per bucket of the latency *range* it has seen (1 ms ..
+10 s is 850 buckets, 7 kB; 1 us .. 1 h is 2,030 buckets, 16 kB), never more with traffic.
+A registry keeps at most ``max_attribute_values`` values per attribute (the rest are
+recorded as ``other``) and at most ``max_series`` series (the OpenTelemetry SDK's
+cardinality limit, default 2,000): calls of further series go to one overflow series
+marked ``otel.metric.overflow=true`` (two, in fact: one for failed calls, with
+``error.type=_OTHER``, so the error rate stays right). 2,000 series cost at most ~40 MB.
+
+Attribute values come from the caller's arguments and may be anything: ``clean`` turns
+each into a ``str`` every exporter accepts (``str()`` guarded, invalid UTF-8 replaced,
+length capped) and never raises.
+
+Fork safety: in a forked child every lock is new and every series starts empty (the
+parent's buffered values belong to the parent's export, not the child's).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-from nethical_otel.stats import LatencyHistogram
+if TYPE_CHECKING:
+    from nethical_otel.stats import LatencyHistogram
 
 _log = logging.getLogger(__name__)
 
 DRAIN_AT = 512
 OTHER = "other"
+MAX_VALUE_LENGTH = 256
 
 # Attribute keys on metrics (bounded cardinality) and spans.
 ACTION = "nethical.action"
 COHORT = "nethical.cohort"
 AGENT_ID = "nethical.agent.id"
 ERROR_TYPE = "error.type"
+OVERFLOW = "otel.metric.overflow"
+ERROR_TYPE_OTHER = "_OTHER"  # semantic conventions: the fallback value of error.type
+
+
+def clean(value: object) -> str:
+    """``value`` as a ``str`` that every exporter accepts; never raises.
+
+    Valid UTF-8 (lone surrogates, e.g. from ``os.fsdecode(b"bad\\xff")``, become U+FFFD),
+    bytes decoded as UTF-8 with replacement, at most ``MAX_VALUE_LENGTH`` characters, and a
+    placeholder when ``str()`` itself fails. Short ASCII strings, the usual case, are
+    returned as they are.
+    """
+    if type(value) is str and len(value) <= MAX_VALUE_LENGTH and value.isascii():
+        return value
+    try:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            text = bytes(value).decode("utf-8", "replace")
+        elif isinstance(value, str):
+            text = str.__str__(value)  # a str subclass' own __str__ is not trusted
+        else:
+            text = str(value)
+        text = text[:MAX_VALUE_LENGTH]
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return text
+    except Exception:
+        try:
+            return f"<unprintable {type(value).__qualname__}>"
+        except Exception:
+            return "<unprintable>"
 
 
 class SeriesRecorder:
     """Latencies of one metric series: (action, cohort, error.type)."""
 
-    __slots__ = ("_histogram", "_lock", "attributes", "error_type", "pending")
+    __slots__ = ("__weakref__", "_histogram", "_lock", "attributes", "error_type", "pending")
 
     def __init__(self, attributes: dict[str, str], error_type: str | None, scale: int) -> None:
         self.attributes = attributes
         self.error_type = error_type
-        self.pending: list[float] = []
-        self._histogram = LatencyHistogram(scale)
+        self.pending = array("d")
+        self._histogram = _new_histogram(scale)
         self._lock = threading.Lock()
 
     def observe(self, seconds: float) -> None:
@@ -69,15 +121,29 @@ class SeriesRecorder:
         with self._lock:
             return self._histogram.copy()
 
+    def _reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        del self.pending[:]
+        self._histogram = _new_histogram(self._histogram.scale)
+
+
+def _new_histogram(scale: int) -> LatencyHistogram:
+    # numpy loads with setup(), not with `import nethical_otel`: a service that only
+    # decorates functions (or records through its own SDK set-up) never pays for it.
+    from nethical_otel.stats import LatencyHistogram
+
+    return LatencyHistogram(scale)
+
 
 class _ValueLimiter:
     """Keeps at most ``limit`` distinct values of one attribute; the rest become ``other``."""
 
-    __slots__ = ("_limit", "_seen", "attribute", "folded")
+    __slots__ = ("_limit", "_other", "_seen", "attribute", "folded")
 
-    def __init__(self, attribute: str, limit: int) -> None:
+    def __init__(self, attribute: str, limit: int, other: str = OTHER) -> None:
         self.attribute = attribute
         self._limit = limit
+        self._other = other
         self._seen: set[str] = set()
         self.folded = 0
 
@@ -93,10 +159,13 @@ class _ValueLimiter:
                 "(raise max_attribute_values if they are bounded)",
                 self._limit,
                 self.attribute,
-                OTHER,
+                self._other,
             )
         self.folded += 1
-        return OTHER
+        return self._other
+
+
+_REGISTRIES: weakref.WeakSet[RecorderRegistry] = weakref.WeakSet()
 
 
 class RecorderRegistry:
@@ -107,21 +176,30 @@ class RecorderRegistry:
         *,
         scale: int,
         max_attribute_values: int,
+        max_series: int = 2000,
         make_series: Callable[[dict[str, str], str | None], SeriesRecorder] | None = None,
     ) -> None:
         self.scale = scale
+        if make_series is None:
+            # Import numpy now, in setup(), and not in some thread's first call: an import in
+            # progress when another thread forks leaves the child blocked on its module lock.
+            _new_histogram(scale)
         self._make_series = make_series or (
             lambda attrs, error_type: SeriesRecorder(attrs, error_type, scale)
         )
+        self._max_series = max_series
         self._series: dict[tuple[str, str | None, str | None], SeriesRecorder] = {}
         # Raw key -> recorder, including folded ones; bounded so hostile input cannot grow it.
         self._lookup: dict[tuple[str, str | None, str | None], SeriesRecorder] = {}
         self._lookup_limit = 16 * max_attribute_values
         self._actions = _ValueLimiter(ACTION, max_attribute_values)
         self._cohorts = _ValueLimiter(COHORT, max_attribute_values)
+        self._error_types = _ValueLimiter(ERROR_TYPE, max_attribute_values, ERROR_TYPE_OTHER)
+        self._overflow_series: dict[bool, SeriesRecorder] = {}  # failed? -> overflow series
         self._lock = threading.Lock()
         self._active: dict[str, deque[None]] = {}  # raw action -> its folded action's calls
         self._active_by_action: dict[str, deque[None]] = {}
+        _REGISTRIES.add(self)
 
     def series(self, action: str, cohort: str | None, error_type: str | None = None) -> SeriesRecorder:
         """The recorder for these raw values (the hot path calls this on a cache miss only)."""
@@ -131,29 +209,50 @@ class RecorderRegistry:
             return found
         with self._lock:
             folded = (
-                self._actions(action),
-                None if cohort is None else self._cohorts(cohort),
-                error_type,
+                self._actions(clean(action)),
+                None if cohort is None else self._cohorts(clean(cohort)),
+                None if error_type is None else self._error_types(clean(error_type)),
             )
             recorder = self._series.get(folded)
             if recorder is None:
-                attributes = {ACTION: folded[0]}
-                if folded[1] is not None:
-                    attributes[COHORT] = folded[1]
-                if error_type is not None:
-                    attributes[ERROR_TYPE] = error_type
-                recorder = self._make_series(attributes, error_type)
-                self._series[folded] = recorder
+                if len(self._series) >= self._max_series:
+                    recorder = self._overflow(folded[2] is not None)
+                else:
+                    attributes = {ACTION: folded[0]}
+                    if folded[1] is not None:
+                        attributes[COHORT] = folded[1]
+                    if folded[2] is not None:
+                        attributes[ERROR_TYPE] = folded[2]
+                    recorder = self._make_series(attributes, folded[2])
+                    self._series[folded] = recorder
             if len(self._lookup) < self._lookup_limit:
                 self._lookup[key] = recorder
             return recorder
+
+    def _overflow(self, failed: bool) -> SeriesRecorder:
+        """The series (one for calls, one for failed calls) that takes what the limit refuses."""
+        recorder = self._overflow_series.get(failed)
+        if recorder is None:
+            if not self._overflow_series:
+                _log.warning(
+                    "nethical-otel: more than %d latency series; calls of further series are recorded "
+                    "in one series with %s=true (raise max_series if they are bounded)",
+                    self._max_series,
+                    OVERFLOW,
+                )
+            attributes = {OVERFLOW: "true"}
+            if failed:
+                attributes[ERROR_TYPE] = ERROR_TYPE_OTHER
+            recorder = self._make_series(attributes, ERROR_TYPE_OTHER if failed else None)
+            self._overflow_series[failed] = recorder
+        return recorder
 
     def active(self, action: str) -> deque[None]:
         """In-flight calls of ``action``: the hot path appends on entry and pops on exit."""
         calls = self._active.get(action)
         if calls is None:
             with self._lock:
-                calls = self._active_by_action.setdefault(self._actions(action), deque())
+                calls = self._active_by_action.setdefault(self._actions(clean(action)), deque())
                 if len(self._active) < self._lookup_limit:
                     self._active[action] = calls
         return calls
@@ -164,10 +263,29 @@ class RecorderRegistry:
 
     def recorders(self) -> list[SeriesRecorder]:
         with self._lock:
-            return list(self._series.values())
+            return [*self._series.values(), *self._overflow_series.values()]
 
     def histograms(self) -> Iterator[tuple[dict[str, str], LatencyHistogram]]:
-        """(attributes, cumulative histogram) of every series we aggregate ourselves."""
+        """(attributes, cumulative histogram) of every series we aggregate ourselves that has data."""
         for recorder in self.recorders():
             if isinstance(recorder, SeriesRecorder):
-                yield recorder.attributes, recorder.snapshot()
+                hist = recorder.snapshot()
+                if hist.count:
+                    yield recorder.attributes, hist
+
+    def _reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        for recorder in [*self._series.values(), *self._overflow_series.values()]:
+            if isinstance(recorder, SeriesRecorder):
+                recorder._reset_after_fork()
+        for calls in self._active_by_action.values():
+            calls.clear()  # the parent's in-flight calls do not exist here
+
+
+def _reset_registries_after_fork() -> None:
+    for registry in list(_REGISTRIES):
+        registry._reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_registries_after_fork)

@@ -4,14 +4,21 @@ Builds the tracer and meter providers from ``Settings`` (OTLP and Prometheus exp
 sampler, resource), makes them the pipeline that ``@instrument`` records into, and by
 default installs them as the global OpenTelemetry providers so other instrumentations in
 the service share them. Exports run on background threads: a collector that is down or
-slow costs the service nothing but the dropped telemetry.
+slow costs the service nothing but the dropped telemetry, and the process exit at most
+``EXIT_TIMEOUT_S`` (the SDK's own exit handlers are replaced by one bounded ``shutdown``).
+
+After ``fork()`` the child keeps recording: its series start empty, the SDK restarts its
+export threads, and ``/metrics`` moves to a new port (see ``telemetry/prometheus.py``).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 
 from opentelemetry import metrics, trace
@@ -31,12 +38,14 @@ from opentelemetry.sdk.trace.sampling import (
 from nethical_otel._version import __version__
 from nethical_otel.config import Settings
 from nethical_otel.errors import ConfigError
-from nethical_otel.telemetry.bridge import HistogramBridge, explicit_bounds
+from nethical_otel.telemetry.bridge import SCOPE_NAME, HistogramBridge, LeLayout
 from nethical_otel.telemetry.instrument import STATE
-from nethical_otel.telemetry.pipeline import SCOPE_NAME, HandoffIdGenerator, HeadSampler, Pipeline
+from nethical_otel.telemetry.pipeline import HandoffIdGenerator, HeadSampler, Pipeline
 from nethical_otel.telemetry.recorder import RecorderRegistry
 
 _log = logging.getLogger(__name__)
+
+EXIT_TIMEOUT_S = 4.0  # what an exit without shutdown() waits for exporters, at most
 
 
 class _OncePerMinute(logging.Filter):
@@ -117,9 +126,10 @@ class Telemetry:
         self.meter_provider: MeterProvider | None = None
         self.registry: RecorderRegistry | None = None
         self.prometheus_url: str | None = None
-        self._prometheus_server = None
+        self._metrics_endpoint = None
+        self._bridge: HistogramBridge | None = None
         self._pipeline: Pipeline | None = None
-        self._shutdown_hooks: list[Callable[[], None]] = []
+        self._shutdown_hooks: list[Callable[[float], None]] = []
         self.detector = None  # the embedded detector, when nethical_otel.setup() started one
         if settings.sdk_disabled:
             _log.info("nethical-otel: OTEL_SDK_DISABLED is set; instrumented calls run untouched")
@@ -129,6 +139,8 @@ class Telemetry:
         if set_global:
             self._install_globally()
         STATE.activate(self._pipeline)
+        atexit.register(self._shutdown_at_exit)
+        _LIVE.add(self)
 
     def _build(
         self, span_processors: Sequence[SpanProcessor], metric_readers: Sequence[MetricReader]
@@ -141,7 +153,7 @@ class Telemetry:
 
         id_generator = HandoffIdGenerator()
         self.tracer_provider = TracerProvider(
-            resource=resource, sampler=_sampler(s), id_generator=id_generator
+            resource=resource, sampler=_sampler(s), id_generator=id_generator, shutdown_on_exit=False
         )
         if span_exporter is not None and s.traces_enabled:
             self.tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
@@ -154,17 +166,21 @@ class Telemetry:
             readers.append(
                 (PeriodicExportingMetricReader(metric_exporter, s.metric_export_interval_ms), exponential)
             )
-        if s.prometheus_enabled:
-            readers.append((self._start_prometheus(), False))
         readers.extend((reader, exponential) for reader in metric_readers)
-        self.meter_provider = MeterProvider(resource=resource, metric_readers=[r for r, _ in readers])
-
-        self.registry = RecorderRegistry(scale=s.histogram_scale, max_attribute_values=s.max_attribute_values)
-        bridge = HistogramBridge(
-            self.registry, resource, explicit_bounds(s.bucket_min_s, s.bucket_max_s, s.buckets_per_octave)
+        self.registry = RecorderRegistry(
+            scale=s.histogram_scale, max_attribute_values=s.max_attribute_values, max_series=s.max_series
         )
+        layout = LeLayout(s.bucket_min_s, s.bucket_max_s, s.buckets_per_octave)
+        # /metrics writes our histograms itself; its SDK reader carries only the meters' metrics.
+        prometheus_reader = self._start_prometheus(layout) if s.prometheus_enabled else None
+        self.meter_provider = MeterProvider(
+            resource=resource,
+            metric_readers=[r for r, _ in readers] + ([prometheus_reader] if prometheus_reader else []),
+            shutdown_on_exit=False,
+        )
+        self._bridge = HistogramBridge(self.registry, resource, layout)
         for reader, wants_exponential in readers:
-            bridge.attach(reader, exponential=wants_exponential)
+            self._bridge.attach(reader, exponential=wants_exponential)
 
         tracer = None
         head_sampler = None
@@ -178,25 +194,41 @@ class Telemetry:
             meter=self.meter_provider.get_meter(SCOPE_NAME, __version__),
         )
 
-    def _start_prometheus(self) -> MetricReader:
+    def _start_prometheus(self, layout: LeLayout) -> MetricReader:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
 
-        registry = CollectorRegistry(auto_describe=True)
-        reader = PrometheusMetricReader(registry=registry)
+        from nethical_otel.telemetry.prometheus import HistogramText, MetricsEndpoint
+
+        sdk_registry = CollectorRegistry(auto_describe=True)
+        reader = PrometheusMetricReader(registry=sdk_registry)
         host, port = self.settings.prometheus_host, self.settings.prometheus_port
         try:
-            server, _thread = start_http_server(port, addr=host, registry=registry)
+            self._metrics_endpoint = MetricsEndpoint(
+                sdk_registry, HistogramText(self.registry, layout), host, port
+            )
         except OSError as exc:
             raise ConfigError(
                 f"cannot serve /metrics on {host}:{port} ({exc.strerror}); "
                 "set NETHICAL_OTEL_PROMETHEUS_PORT to a free port, or 0 for any"
             ) from None
-        self._prometheus_server = server
-        shown_host = f"[{host}]" if ":" in host else host
-        self.prometheus_url = f"http://{shown_host}:{server.server_port}/metrics"
+        self.prometheus_url = self._metrics_endpoint.url
         _log.info("nethical-otel: serving Prometheus metrics on %s", self.prometheus_url)
         return reader
+
+    def _after_fork_in_child(self) -> None:
+        if self._bridge is not None:
+            self._bridge.restart_after_fork()
+        if self._metrics_endpoint is not None:
+            try:
+                self._metrics_endpoint.restart_after_fork()
+                self.prometheus_url = self._metrics_endpoint.url
+                _log.info("nethical-otel: forked child %d serves /metrics on %s", os.getpid(),
+                          self.prometheus_url)
+            except OSError as exc:
+                _log.warning("nethical-otel: forked process %d cannot serve /metrics (%s)", os.getpid(), exc)
+                self._metrics_endpoint = None
+                self.prometheus_url = None
 
     def _install_globally(self) -> None:
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
@@ -208,8 +240,8 @@ class Telemetry:
         else:
             _log.warning("nethical-otel: a global MeterProvider is already set; leaving it in place")
 
-    def add_shutdown_hook(self, hook: Callable[[], None]) -> None:
-        """Run ``hook`` first thing in ``shutdown()`` (last added, first run)."""
+    def add_shutdown_hook(self, hook: Callable[[float], None]) -> None:
+        """Run ``hook(seconds_left)`` first thing in ``shutdown()`` (last added, first run)."""
         self._shutdown_hooks.append(hook)
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
@@ -231,23 +263,28 @@ class Telemetry:
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Flush, stop the exporters and the /metrics server, and stop recording into them.
 
-        Waits at most ``timeout_s``: with the collector unreachable the exporters would
+        Waits at most ``timeout_s`` in all: with the collector unreachable the exporters would
         otherwise retry for their whole timeout each, holding up the service's exit.
         """
+        deadline = time.monotonic() + timeout_s
+        atexit.unregister(self._shutdown_at_exit)
+        _LIVE.discard(self)
         while self._shutdown_hooks:
-            self._shutdown_hooks.pop()()
+            hook = self._shutdown_hooks.pop()
+            try:
+                hook(max(0.0, deadline - time.monotonic()))
+            except Exception:
+                _log.exception("nethical-otel: a shutdown step failed; shutting down the rest")
         STATE.deactivate(self._pipeline)
-        if self._prometheus_server is not None:
-            self._prometheus_server.shutdown()
-            self._prometheus_server.server_close()
-            self._prometheus_server = None
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.close()
+            self._metrics_endpoint = None
         providers = [p for p in (self.tracer_provider, self.meter_provider) if p is not None]
         threads = [
             threading.Thread(target=p.shutdown, name="nethical-otel-shutdown", daemon=True) for p in providers
         ]
         for thread in threads:
             thread.start()
-        deadline = time.monotonic() + timeout_s
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         if any(thread.is_alive() for thread in threads):
@@ -256,11 +293,26 @@ class Telemetry:
             )
         self.tracer_provider = self.meter_provider = None
 
+    def _shutdown_at_exit(self) -> None:
+        self.shutdown(EXIT_TIMEOUT_S)
+
     def __enter__(self) -> Telemetry:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+_LIVE: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for telemetry in list(_LIVE):
+        telemetry._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _DisabledPipeline:
