@@ -1,4 +1,5 @@
-# `make demo`: install and run the main job on embedded defaults (no servers needed).
+# `make demo`: install (with the `ci` extra: the live table and the PNG) and run the main job
+# on embedded defaults (no servers needed).
 # `make test`: install everything the tests need on a fresh machine, then run them all.
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ TOOLS_BIN ?= $(HOME)/.cache/nethical-otel/bin
 ACTIONLINT_VERSION ?= v1.7.7
 export PATH := $(TOOLS_BIN):$(PATH):/usr/local/go/bin
 
-.PHONY: demo test install install-test servers collector actionlint lint bench clean
+.PHONY: demo test install install-ci install-test servers collector actionlint lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +19,16 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
+install-ci: $(BIN)/python
+	$(BIN)/pip install -q -e '.[ci]'
+
 install-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 
 servers:
 	scripts/install-servers.sh
 
-demo: install
+demo: install-ci
 	$(BIN)/nethical-otel demo
 
 # The OpenTelemetry Collector the integration tests run, built once per manifest into
@@ -52,15 +56,18 @@ actionlint:
 		echo "!!! make: Go is not installed: the workflow lint test will be SKIPPED" >&2; \
 	fi
 
+# The venv's bin/ goes first on PATH for the run: tests find the tools the test extra installs
+# there (check-jsonschema, kubernetes-validate) by name, as in an activated venv.
 test: install-test servers collector actionlint
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -ra
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -ra
 
 bench: install
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/detector.py
 	$(BIN)/python benchmarks/detection_quality.py
 	$(BIN)/python benchmarks/loadgen.py
+	$(BIN)/python benchmarks/import_cost.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

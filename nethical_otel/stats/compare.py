@@ -23,6 +23,10 @@ Guarantees, at the default ``confidence=0.99``:
   multinomial bootstrap (``method="bootstrap"``) is kept for cross-checking; it costs
   about 70 ms per comparison of 10,000-observation histograms.
 
+scipy is imported inside the functions that need it (the binomial quantile intervals and
+the throughput interval), so importing this module, as every instrumented service does,
+costs numpy only.
+
 Error rate: Newcombe's hybrid Wilson score interval for a difference of two proportions
 (Newcombe 1998, method 10); coverage close to nominal even at 0 errors. Throughput: an
 exact conditional binomial (Clopper-Pearson) interval for the ratio of two Poisson rates
@@ -39,12 +43,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
-from scipy import special
-from scipy.stats import binom
 
 from nethical_otel.stats.histogram import LatencyHistogram, StatsError
 
@@ -117,6 +118,8 @@ def _intervals(
     hists: Sequence[LatencyHistogram], qs: np.ndarray, confidence: float
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """quantile_interval for several histograms with one vectorized binom.ppf call."""
+    from scipy.stats import binom  # imported when a comparison runs, not with the package
+
     alpha = 1.0 - confidence
     n = np.repeat([max(h.count, 1) for h in hists], qs.size).astype(np.float64)
     q = np.tile(qs, len(hists))
@@ -401,6 +404,8 @@ def _wilson(errors: int, total: int, z: float) -> tuple[float, float]:
 
 @lru_cache(maxsize=64)
 def _z(confidence: float) -> float:
+    from statistics import NormalDist  # statistics pulls decimal and fractions; only when needed
+
     return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
 
 
@@ -467,6 +472,8 @@ def compare_throughput(
     low = high = math.nan
     kind: Literal["ratio", "none"] = "none"
     if baseline_count is not None and current_count is not None and n_base > 0 and cur > 0:
+        from scipy import special  # imported when a comparison runs, not with the package
+
         # Given N = X_b + X_c, X_c ~ Binomial(N, pi) with pi / (1 - pi) = ratio * t_c / t_b.
         t_base, t_cur = n_base / base, n_cur / cur
         total = n_base + n_cur
