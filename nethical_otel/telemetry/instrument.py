@@ -15,6 +15,7 @@ import inspect
 import logging
 import os
 import threading
+import traceback
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any, ClassVar, TypeVar, overload
@@ -108,6 +109,24 @@ def _span_value(value: Any) -> Any:
 
 def _span_attributes(attributes: dict[str, Any] | None) -> dict[str, Any]:
     return {clean(key): _span_value(value) for key, value in (attributes or {}).items()}
+
+
+def _exception_attributes(exc: BaseException) -> dict[str, str]:
+    """What ``Span.record_exception`` records, from values that cannot break an exporter.
+
+    The SDK's own ``record_exception`` calls ``str(exc)`` unguarded and keeps lone surrogates
+    (from an exception's message or class name) that make OTLP drop the whole batch.
+    """
+    cls = type(exc)
+    module = getattr(cls, "__module__", None)
+    qualified = f"{module}.{cls.__qualname__}" if module and module != "builtins" else cls.__qualname__
+    stack = "".join(traceback.format_exception(cls, exc, exc.__traceback__))
+    return {
+        "exception.type": clean(qualified, None),
+        "exception.message": clean(exc, None),
+        "exception.stacktrace": clean(stack, None),
+        "exception.escaped": "True",  # re-raised to the caller: it leaves the span
+    }
 
 
 def _describe(exc: BaseException, error_type: str) -> str:
@@ -245,7 +264,7 @@ class _Call:
                 error_type = clean(error_type)
                 span.set_attribute(ERROR_TYPE, error_type)
                 span.set_status(Status(StatusCode.ERROR, _describe(exc, error_type)))
-                span.record_exception(exc)
+                span.add_event("exception", _exception_attributes(exc))
         except Exception:
             _warn_once("recording the exception on a span")
         finally:

@@ -52,15 +52,15 @@ OVERFLOW = "otel.metric.overflow"
 ERROR_TYPE_OTHER = "_OTHER"  # semantic conventions: the fallback value of error.type
 
 
-def clean(value: object) -> str:
+def clean(value: object, limit: int | None = MAX_VALUE_LENGTH) -> str:
     """``value`` as a ``str`` that every exporter accepts; never raises.
 
     Valid UTF-8 (lone surrogates, e.g. from ``os.fsdecode(b"bad\\xff")``, become U+FFFD),
-    bytes decoded as UTF-8 with replacement, at most ``MAX_VALUE_LENGTH`` characters, and a
-    placeholder when ``str()`` itself fails. Short ASCII strings, the usual case, are
-    returned as they are.
+    bytes decoded as UTF-8 with replacement, at most ``limit`` characters, and a
+    placeholder naming the type when ``str()`` itself fails. Short ASCII strings, the usual
+    case, are returned as they are.
     """
-    if type(value) is str and len(value) <= MAX_VALUE_LENGTH and value.isascii():
+    if type(value) is str and (limit is None or len(value) <= limit) and value.isascii():
         return value
     try:
         if isinstance(value, (bytes, bytearray, memoryview)):
@@ -69,17 +69,18 @@ def clean(value: object) -> str:
             text = str.__str__(value)  # a str subclass' own __str__ is not trusted
         else:
             text = str(value)
-        text = text[:MAX_VALUE_LENGTH]
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        return text
     except Exception:
         try:
-            return f"<unprintable {type(value).__qualname__}>"
+            text = f"<unprintable {type(value).__qualname__}>"
         except Exception:
-            return "<unprintable>"
+            text = "<unprintable>"
+    if limit is not None:
+        text = text[:limit]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 class SeriesRecorder:
