@@ -5,7 +5,7 @@ sampler, resource), makes them the pipeline that ``@instrument`` records into, a
 default installs them as the global OpenTelemetry providers so other instrumentations in
 the service share them. Exports run on background threads: a collector that is down or
 slow costs the service nothing but the dropped telemetry, and the process exit at most
-``EXIT_TIMEOUT_S`` (the SDK's own exit handlers are replaced by one bounded ``shutdown``).
+``SHUTDOWN_TIMEOUT_S`` (the SDK's own exit handlers are replaced by one bounded ``shutdown``).
 
 After ``fork()`` the child keeps recording: its series start empty, the SDK restarts its
 export threads, and ``/metrics`` moves to a new port (see ``telemetry/prometheus.py``).
@@ -45,7 +45,9 @@ from nethical_otel.telemetry.recorder import RecorderRegistry
 
 _log = logging.getLogger(__name__)
 
-EXIT_TIMEOUT_S = 4.0  # what an exit without shutdown() waits for exporters, at most
+# What shutdown(), or an exit without it, waits for exporters at most: the process is gone
+# within 5 s even when the collector is down.
+SHUTDOWN_TIMEOUT_S = 4.0
 
 
 class _OncePerMinute(logging.Filter):
@@ -260,7 +262,7 @@ class Telemetry:
         metrics_ok = self.meter_provider.force_flush(millis)
         return bool(spans_ok and metrics_ok)
 
-    def shutdown(self, timeout_s: float = 5.0) -> None:
+    def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
         """Flush, stop the exporters and the /metrics server, and stop recording into them.
 
         Waits at most ``timeout_s`` in all: with the collector unreachable the exporters would
@@ -294,7 +296,7 @@ class Telemetry:
         self.tracer_provider = self.meter_provider = None
 
     def _shutdown_at_exit(self) -> None:
-        self.shutdown(EXIT_TIMEOUT_S)
+        self.shutdown()
 
     def __enter__(self) -> Telemetry:
         return self
