@@ -264,7 +264,8 @@ class _Call:
                 error_type = clean(error_type)
                 span.set_attribute(ERROR_TYPE, error_type)
                 span.set_status(Status(StatusCode.ERROR, _describe(exc, error_type)))
-                span.add_event("exception", _exception_attributes(exc))
+                if span.is_recording():  # formatting a traceback is work a no-op span must not cost
+                    span.add_event("exception", _exception_attributes(exc))
         except Exception:
             _warn_once("recording the exception on a span")
         finally:
