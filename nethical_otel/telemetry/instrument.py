@@ -25,7 +25,8 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from nethical_otel.telemetry.bridge import explicit_bounds
 from nethical_otel.telemetry.pipeline import api_pipeline
-from nethical_otel.telemetry.recorder import ACTION, AGENT_ID, COHORT, ERROR_TYPE, clean
+from nethical_otel.telemetry.recorder import ACTION, AGENT_ID, COHORT, ERROR_TYPE
+from nethical_otel.text import clean
 
 _log = logging.getLogger(__name__)
 

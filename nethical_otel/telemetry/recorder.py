@@ -34,6 +34,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from nethical_otel.text import clean
+
 if TYPE_CHECKING:
     from nethical_otel.stats import LatencyHistogram
 
@@ -41,7 +43,6 @@ _log = logging.getLogger(__name__)
 
 DRAIN_AT = 512
 OTHER = "other"
-MAX_VALUE_LENGTH = 256
 
 # Attribute keys on metrics (bounded cardinality) and spans.
 ACTION = "nethical.action"
@@ -50,37 +51,6 @@ AGENT_ID = "nethical.agent.id"
 ERROR_TYPE = "error.type"
 OVERFLOW = "otel.metric.overflow"
 ERROR_TYPE_OTHER = "_OTHER"  # semantic conventions: the fallback value of error.type
-
-
-def clean(value: object, limit: int | None = MAX_VALUE_LENGTH) -> str:
-    """``value`` as a ``str`` that every exporter accepts; never raises.
-
-    Valid UTF-8 (lone surrogates, e.g. from ``os.fsdecode(b"bad\\xff")``, become U+FFFD),
-    bytes decoded as UTF-8 with replacement, at most ``limit`` characters, and a
-    placeholder naming the type when ``str()`` itself fails. Short ASCII strings, the usual
-    case, are returned as they are.
-    """
-    if type(value) is str and (limit is None or len(value) <= limit) and value.isascii():
-        return value
-    try:
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            text = bytes(value).decode("utf-8", "replace")
-        elif isinstance(value, str):
-            text = str.__str__(value)  # a str subclass' own __str__ is not trusted
-        else:
-            text = str(value)
-    except Exception:
-        try:
-            text = f"<unprintable {type(value).__qualname__}>"
-        except Exception:
-            text = "<unprintable>"
-    if limit is not None:
-        text = text[:limit]
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
 
 
 class SeriesRecorder:

@@ -10,14 +10,8 @@ import pytest
 
 from nethical_otel.stats import LatencyHistogram
 from nethical_otel.telemetry.bridge import LeLayout
-from nethical_otel.telemetry.recorder import (
-    ACTION,
-    ERROR_TYPE,
-    MAX_VALUE_LENGTH,
-    OVERFLOW,
-    RecorderRegistry,
-    clean,
-)
+from nethical_otel.telemetry.recorder import ACTION, ERROR_TYPE, OVERFLOW, RecorderRegistry
+from nethical_otel.text import MAX_VALUE_LENGTH, clean
 
 
 class _BadStr:
