@@ -22,7 +22,7 @@ from nethical_otel.detect.alerts import State
 from nethical_otel.detect.build import build_detector
 from nethical_otel.detect.detector import Detector, SeriesReport
 from nethical_otel.detect.sources import PrometheusSource
-from nethical_otel.errors import ConfigError
+from nethical_otel.errors import ConfigError, FailureLog, quiet_http_logging, redact_text
 
 _log = logging.getLogger(__name__)
 SERIES = ("service", "action", "cohort")
@@ -126,7 +126,9 @@ class Agent:
     def __init__(self, settings: Settings) -> None:
         if not settings.prometheus_url:
             raise ConfigError("the agent reads fleet-wide histograms from Prometheus: set prometheus_url")
+        quiet_http_logging()  # their INFO lines carry full URLs, secrets included
         self.settings = settings
+        self._errors = FailureLog(_log, "the agent's evaluation")
         source = PrometheusSource(
             settings.prometheus_url,
             settings.detector_window_s,
@@ -175,16 +177,27 @@ class Agent:
                 self.metrics.update(self.detector, reports)
                 if self.detector.last_error is None:  # Prometheus answered
                     self.last_ok = time.monotonic()
-            except Exception:
-                _log.exception("nethical-otel agent: evaluation failed; trying again next step")
+                    self._errors.ok()
+            except Exception as exc:
+                # Logged once per kind; --once reports it through last_error.
+                self.detector.last_error = f"evaluation failed: {type(exc).__name__}: {redact_text(exc)}"
+                self._errors.failed(
+                    (type(exc).__name__, str(exc)[:200]),
+                    "nethical-otel agent: evaluation failed (%s: %s); trying again next step",
+                    type(exc).__name__,
+                    redact_text(exc),
+                    level=logging.ERROR,
+                    exc_info=exc,
+                )
             steps += 1
             if max_steps is not None and steps >= max_steps:
                 break
-            next_at += step_s
-            self.stop_event.wait(max(0.0, next_at - time.monotonic()))
+            now = time.monotonic()
+            next_at = max(next_at + step_s, now)  # after a stall: no burst of catch-up steps
+            self.stop_event.wait(min(next_at - now, 3600.0))
 
-    def close(self) -> None:
-        self.detector.close()
+    def close(self, timeout_s: float = 5.0) -> None:
+        self.detector.close(timeout_s)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -15,6 +15,15 @@ from nethical_otel.detect.sources import Source
 _log = logging.getLogger(__name__)
 
 
+def check_settings(settings: Settings) -> PolicyBook:
+    """What ``load_settings`` cannot check alone: the policy (with its overrides) and the
+    secret files. Raises ``ConfigError`` naming the key or file; prints no secret."""
+    policies = PolicyBook.from_mapping(settings.policy)
+    read_secret(None, settings.alertmanager_password_file, "alertmanager password")
+    read_secret(None, settings.alertmanager_bearer_token_file, "alertmanager token")
+    return policies
+
+
 def build_sinks(settings: Settings) -> list[Sink]:
     """The log always; Alertmanager and a webhook when configured."""
     sinks: list[Sink] = [LogSink()]
@@ -62,10 +71,11 @@ def build_detector(settings: Settings, source: Source) -> Detector:
         if settings.baseline_file:
             baselines.save(settings.baseline_file, overwrite=True)
 
+    policies = check_settings(settings)
     return Detector(
         source,
         baselines,
-        PolicyBook.from_mapping(settings.policy),
+        policies,
         build_sinks(settings),
         timing=Timing(for_s=settings.detector_for_s, keep_firing_for_s=settings.detector_keep_firing_for_s),
         learn=settings.detector_learn,

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +25,7 @@ from nethical_otel.detect.alerts import AlertBook, State, Timing
 from nethical_otel.detect.baseline import Baseline, BaselineSet, SeriesKey
 from nethical_otel.detect.sinks import Sink
 from nethical_otel.detect.sources import Source, SourceError, Window
-from nethical_otel.errors import ConfigError
+from nethical_otel.errors import ConfigError, FailureLog, redact_text
 from nethical_otel.stats import Finding, Policy, StatsError, evaluate
 
 _log = logging.getLogger(__name__)
@@ -142,6 +145,8 @@ class Detector:
         self.evaluations = 0
         self.last_duration_s = 0.0
         self.last_error: str | None = None  # why the last step could not read its source
+        self._source_log = FailureLog(_log, "reading the live windows")
+        self._seen_failures: OrderedDict[tuple, None] = OrderedDict()  # (where, error) logged once
 
     def _labels(self, key: SeriesKey, finding: Finding) -> dict[str, str]:
         labels = {
@@ -194,40 +199,85 @@ class Detector:
             self.on_learn(baseline)
         return baseline
 
-    def step(self) -> list[SeriesReport]:
-        started = time.perf_counter()
-        now = self.clock()
+    def _failed_once(self, where: object, exc: Exception, what: str) -> None:
+        """Log a failure with its context the first time this (place, error) is seen."""
+        kind = (where, type(exc).__name__, str(exc)[:200])
+        if kind in self._seen_failures:
+            return
+        self._seen_failures[kind] = None
+        while len(self._seen_failures) > 256:
+            self._seen_failures.popitem(last=False)
+        _log.error(
+            "nethical-otel: %s failed (%s: %s); the detector goes on",
+            what,
+            type(exc).__name__,
+            redact_text(exc),
+            exc_info=exc,
+        )
+
+    def _read(self, now: float) -> dict[SeriesKey, Window]:
         try:
             windows = self.source.read(now)
-            self.last_error = None
         except SourceError as exc:
-            _log.warning("nethical-otel: %s; alerts keep their state", exc)
+            self._source_log.failed(("source", str(exc)), "nethical-otel: %s; alerts keep their state", exc)
             self.last_error = str(exc)
-            windows = {}
-        reports = []
-        for key, window in sorted(windows.items()):
-            policy = self.policies.policy_for(key)
-            baseline = self.baselines.get(key)
-            report = SeriesReport(key, window, baseline)
-            reports.append(report)
-            if baseline is None:
-                report.baseline = self._maybe_learn(key, window, policy)
-                report.learned = report.baseline is not None
-                continue
-            if window.seconds <= 0:
-                continue
-            report.findings = evaluate(
-                policy, baseline.histogram, window.histogram, baseline.throughput_rps, window.throughput_rps
+            return {}
+        except Exception as exc:
+            self._source_log.failed(
+                ("internal", type(exc).__name__, str(exc)),
+                "nethical-otel: reading the live windows from %s failed (%s: %s); alerts keep their state",
+                type(self.source).__name__,
+                type(exc).__name__,
+                redact_text(exc),
+                level=logging.ERROR,
+                exc_info=exc,
             )
-            for finding in report.findings:
-                condition = {"regression": True, "inconclusive": None}.get(finding.verdict, False)
-                self.book.observe(self._labels(key, finding), condition, self._annotations(key, finding), now)
+            self.last_error = f"reading the live windows failed: {type(exc).__name__}: {redact_text(exc)}"
+            return {}
+        self.last_error = None
+        self._source_log.ok("nethical-otel: the live windows can be read again")
+        return windows
+
+    def _evaluate(self, key: SeriesKey, window: Window, now: float) -> SeriesReport:
+        policy = self.policies.policy_for(key)
+        baseline = self.baselines.get(key)
+        report = SeriesReport(key, window, baseline)
+        if baseline is None:
+            report.baseline = self._maybe_learn(key, window, policy)
+            report.learned = report.baseline is not None
+            return report
+        if window.seconds <= 0:
+            return report
+        report.findings = evaluate(
+            policy, baseline.histogram, window.histogram, baseline.throughput_rps, window.throughput_rps
+        )
+        for finding in report.findings:
+            condition = {"regression": True, "inconclusive": None}.get(finding.verdict, False)
+            self.book.observe(self._labels(key, finding), condition, self._annotations(key, finding), now)
+        return report
+
+    def step(self) -> list[SeriesReport]:
+        """One evaluation. Never raises: a failing source, series or sink is logged once and
+        the rest of the step goes on (a series that cannot be evaluated keeps its alerts)."""
+        started = time.perf_counter()
+        now = self.clock()
+        windows = self._read(now)
+        try:
+            items = sorted(windows.items())
+        except Exception:
+            items = list(windows.items())
+        reports = []
+        for key, window in items:
+            try:
+                reports.append(self._evaluate(key, window, now))
+            except Exception as exc:
+                self._failed_once(("series", key), exc, f"evaluating {key}")
         for alert in self.book.alerts(State.FIRING, State.RESOLVED):
             for sink in self.sinks:
                 try:
                     sink.update(alert, now)
-                except Exception:
-                    _log.exception("nethical-otel: alert sink %r failed", sink)
+                except Exception as exc:
+                    self._failed_once(("sink", id(sink)), exc, f"alert sink {type(sink).__name__}")
         self.book.forget_resolved()
         self.last_reports = reports
         self.evaluations += 1
@@ -235,34 +285,99 @@ class Detector:
         return reports
 
     def close(self, timeout_s: float = 5.0) -> None:
+        """Close every sink; all of them together within ``timeout_s``."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
         for sink in self.sinks:
-            sink.close(timeout_s)
+            try:
+                sink.close(max(0.0, deadline - time.monotonic()))
+            except Exception as exc:
+                self._failed_once(("close", id(sink)), exc, f"closing alert sink {type(sink).__name__}")
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: the parent's windows and alerts are the parent's. Windows start
+        empty (as the child's series do) and every alert inactive; baselines are kept."""
+        self.book = AlertBook(self.book.timing)
+        self.last_reports = []
+        self.last_error = None
+        self._source_log = FailureLog(_log, "reading the live windows")
+        self._seen_failures = OrderedDict()
+        reset = getattr(self.source, "reset_after_fork", None)
+        if reset is not None:
+            reset()
+
+
+_THREADS: weakref.WeakSet = weakref.WeakSet()  # weak: registering for fork keeps nothing alive
+
+
+def _after_fork_in_child() -> None:
+    for thread in list(_THREADS):
+        try:
+            thread._after_fork_in_child()
+        except Exception:  # the child must go on whatever happens here
+            _log.exception("nethical-otel: could not restart the detector after fork")
+
+
+if hasattr(os, "register_at_fork"):  # after the sinks' handler (imported above): they are fresh first
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class DetectorThread:
-    """Runs ``detector.step()`` every ``step_s`` on a daemon thread (embedded mode)."""
+    """Runs ``detector.step()`` every ``step_s`` on a daemon thread (embedded mode).
+
+    The thread survives any failing step (logged once per kind) and restarts in a forked
+    child, with empty windows and no alerts of the parent's.
+    """
 
     def __init__(self, detector: Detector, step_s: float) -> None:
+        if not (isinstance(step_s, (int, float)) and math.isfinite(step_s) and step_s > 0):
+            raise ConfigError(f"detector_step_s must be a finite number > 0, got {step_s!r}")
         self.detector = detector
-        self.step_s = step_s
+        self.step_s = float(step_s)
+        self._started = False
+        self._fresh()
+        _THREADS.add(self)
+
+    def _fresh(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nethical-detector", daemon=True)
+        self._errors = FailureLog(_log, "the detector")
 
     def start(self) -> DetectorThread:
+        self._started = True
         self._thread.start()
         return self
 
     def _run(self) -> None:
+        stop = self._stop  # this thread's own, even if a fork replaces it
         next_at = time.monotonic()
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 self.detector.step()
-            except Exception:
-                _log.exception("nethical-otel: detector step failed; trying again next step")
-            next_at += self.step_s
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
+                self._errors.ok()
+            except Exception as exc:
+                self._errors.failed(
+                    (type(exc).__name__, str(exc)[:200]),
+                    "nethical-otel: detector step failed (%s: %s); trying again next step",
+                    type(exc).__name__,
+                    redact_text(exc),
+                    level=logging.ERROR,
+                    exc_info=exc,
+                )
+            now = time.monotonic()
+            next_at = max(next_at + self.step_s, now)  # after a stall: no burst of catch-up steps
+            stop.wait(min(next_at - now, 3600.0))
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread and close the sinks, all within ``timeout_s``."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
         self._stop.set()
-        self._thread.join(timeout=timeout_s)
-        self.detector.close(timeout_s)
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self.detector.close(max(0.0, deadline - time.monotonic()))
+
+    def _after_fork_in_child(self) -> None:
+        running = self._started and not self._stop.is_set()
+        self._fresh()
+        self.detector.reset_after_fork()
+        if running:
+            self._thread.start()

@@ -22,11 +22,12 @@ import httpx
 import numpy as np
 
 from nethical_otel.detect.baseline import SeriesKey
-from nethical_otel.errors import NethicalOtelError
+from nethical_otel.errors import ConfigError, NethicalOtelError, quiet_http_logging, redact_text, redact_url
 from nethical_otel.stats import LatencyHistogram, StatsError
 
 _log = logging.getLogger(__name__)
 
+_ABANDONED: list[httpx.Client] = []  # a forked child's copies of the parent's clients
 ACTION_ATTRIBUTE = "nethical.action"
 COHORT_ATTRIBUTE = "nethical.cohort"
 
@@ -58,6 +59,7 @@ class RollingWindows:
     """
 
     def __init__(self, window_s: float) -> None:
+        _check_window(window_s)
         self.window_s = window_s
         self._snapshots: deque[tuple[float, dict[SeriesKey, LatencyHistogram]]] = deque()
 
@@ -101,7 +103,10 @@ class InProcessSource:
     def cumulative(self) -> dict[SeriesKey, LatencyHistogram]:
         merged: dict[SeriesKey, LatencyHistogram] = {}
         for attributes, hist in self._histograms():
-            key = SeriesKey(self.service, attributes[ACTION_ATTRIBUTE], attributes.get(COHORT_ATTRIBUTE, ""))
+            action = attributes.get(ACTION_ATTRIBUTE)
+            if action is None:  # the overflow series (otel.metric.overflow): a mix, no baseline
+                continue
+            key = SeriesKey(self.service, action, attributes.get(COHORT_ATTRIBUTE, ""))
             if key in merged:
                 merged[key].merge(hist)
             else:
@@ -110,6 +115,20 @@ class InProcessSource:
 
     def read(self, now: float) -> dict[SeriesKey, Window]:
         return self._windows.update(now, self.cumulative())
+
+    def reset_after_fork(self) -> None:
+        """A forked child's windows start empty, as its series do."""
+        self._windows = RollingWindows(self.window_s)
+
+
+def _check_window(window_s: float) -> None:
+    if not (isinstance(window_s, (int, float)) and math.isfinite(window_s) and window_s >= 0.001):
+        raise ConfigError(f"detector_window_s must be a finite number of seconds >= 0.001, got {window_s!r}")
+
+
+def _promql_duration(seconds: float) -> str:
+    """``60s``, or ``1500ms`` for a window that is not whole seconds."""
+    return f"{round(seconds)}s" if seconds == round(seconds) else f"{round(seconds * 1000)}ms"
 
 
 class SourceError(NethicalOtelError):
@@ -132,35 +151,64 @@ class PrometheusSource:
         timeout_s: float = 10.0,
         client: httpx.Client | None = None,
     ) -> None:
+        _check_window(window_s)
         self.url = url.rstrip("/")
+        self.shown_url = redact_url(self.url)
         self.window_s = window_s
         self.metric = metric
         self.labels = (service_label, action_label, cohort_label)
         self.selector = selector
+        self._timeout_s = timeout_s
+        self._owns_client = client is None
         self._client = client or httpx.Client(timeout=timeout_s)
+        quiet_http_logging()
+
+    def reset_after_fork(self) -> None:
+        """A forked child gets its own connections (a pool is not fork-safe)."""
+        if self._owns_client:
+            _ABANDONED.append(self._client)  # the parent's sockets: never used or closed here
+            self._client = httpx.Client(timeout=self._timeout_s)
 
     def _query(self, promql: str, now: float) -> list[dict]:
         try:
             response = self._client.get(f"{self.url}/api/v1/query", params={"query": promql, "time": now})
         except httpx.HTTPError as exc:
-            raise SourceError(f"cannot reach Prometheus at {self.url}: {exc}") from None
+            raise SourceError(
+                f"cannot reach Prometheus at {self.shown_url}: {type(exc).__name__}: {redact_text(exc)}"
+            ) from None
         try:
             body = response.json()
         except ValueError:
             raise SourceError(
-                f"Prometheus at {self.url} answered HTTP {response.status_code}, not JSON"
+                f"Prometheus at {self.shown_url} answered HTTP {response.status_code}, not JSON"
             ) from None
-        if body.get("status") != "success":
-            raise SourceError(f"Prometheus at {self.url} rejected {promql!r}: {body.get('error', body)}")
-        return body["data"]["result"]
+        if not isinstance(body, dict) or body.get("status") != "success":
+            error = body.get("error", body) if isinstance(body, dict) else body
+            raise SourceError(
+                f"Prometheus at {self.shown_url} rejected {promql!r} "
+                f"(HTTP {response.status_code}): {redact_text(error)[:200]}"
+            )
+        result = body.get("data", {}).get("result") if isinstance(body.get("data"), dict) else None
+        if not isinstance(result, list):
+            raise SourceError(f"Prometheus at {self.shown_url} answered {promql!r} without a result list")
+        return result
 
     def _key(self, labels: Mapping[str, str]) -> SeriesKey:
         service, action, cohort = (labels.get(name, "") for name in self.labels)
         return SeriesKey(service, action, cohort)
 
     def read(self, now: float) -> dict[SeriesKey, Window]:
+        try:
+            return self._read(now)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise SourceError(
+                f"Prometheus at {self.shown_url} gave an answer of an unexpected shape "
+                f"({type(exc).__name__}: {redact_text(exc)[:200]})"
+            ) from None
+
+    def _read(self, now: float) -> dict[SeriesKey, Window]:
         by = ", ".join(self.labels)
-        window = f"{round(self.window_s)}s"
+        window = _promql_duration(self.window_s)
 
         def increase(suffix: str, extra: str = "", le: bool = False) -> str:
             selector = ", ".join(filter(None, (self.selector, extra)))
@@ -178,6 +226,8 @@ class PrometheusSource:
         }
         windows: dict[SeriesKey, Window] = {}
         for key, by_le in buckets.items():
+            if not key.action:  # the overflow series (otel_metric_overflow): a mix, no baseline
+                continue
             bounds = sorted(by_le)
             # increase() extrapolates to fractional counts; round, and keep them monotone.
             counts = np.maximum.accumulate(
@@ -218,14 +268,16 @@ def scrape(url: str, metric: str = "nethical_action_duration_seconds", timeout_s
     """
     from prometheus_client.parser import text_string_to_metric_families
 
+    quiet_http_logging()
+    shown = redact_url(url)
     try:
         response = httpx.get(url, timeout=timeout_s)
         response.raise_for_status()
         families = list(text_string_to_metric_families(response.text))
     except httpx.HTTPError as exc:
-        raise SourceError(f"cannot scrape {url}: {exc}") from None
+        raise SourceError(f"cannot scrape {shown}: {type(exc).__name__}: {redact_text(exc)}") from None
     except ValueError as exc:
-        raise SourceError(f"{url} is not Prometheus text exposition: {exc}") from None
+        raise SourceError(f"{shown} is not Prometheus text exposition: {redact_text(exc)[:200]}") from None
     service = "unknown_service"
     for family in families:
         if family.name in ("target", "target_info"):

@@ -18,8 +18,11 @@ from tests.servers import free_port, start_prometheus
 pytestmark = pytest.mark.integration
 
 
-def cli(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, timeout: float = 60, env_extra: dict[str, str] | None = None, **kwargs
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NETHICAL_OTEL_"))}
+    env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "nethical_otel.cli", *args],
         capture_output=True,
@@ -191,3 +194,52 @@ def test_baseline_from_a_benchmark_run(tmp_path):
 
     missing = cli("baseline", "create", "--from-run", str(run), "-o", str(tmp_path / "x.json"))
     assert missing.returncode == 2 and "--from-run needs --service" in missing.stderr
+
+
+def _one_line_error(result: subprocess.CompletedProcess, *must_name: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    for name in must_name:
+        assert name in lines[0], lines[0]
+    return lines[0]
+
+
+def test_agent_once_with_an_infinite_window_is_one_line(tmp_path):
+    """It used to log a traceback (OverflowError in the step) and exit 0."""
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"prometheus_url: http://127.0.0.1:{free_port()}\ndetector_window_s: .inf\n")
+    line = _one_line_error(cli("agent", "--config", str(config), "--once"), "agent.yaml: detector_window_s")
+    assert "must be a finite number" in line
+
+
+def test_infinite_detector_step_is_one_line():
+    result = cli(
+        "agent",
+        "--once",
+        env_extra={"NETHICAL_OTEL_DETECTOR_STEP_S": "inf", "NETHICAL_OTEL_PROMETHEUS_URL": "http://h"},
+    )
+    _one_line_error(result, "NETHICAL_OTEL_DETECTOR_STEP_S: must be a finite number")
+
+
+def test_unknown_propagator_is_one_line_and_help_still_works():
+    bogus = {"OTEL_PROPAGATORS": "bogus"}
+    helped = cli("--help", env_extra=bogus)
+    assert helped.returncode == 0 and "Traceback" not in helped.stderr, helped.stderr
+    for args in (("config", "show"), ("agent", "--once")):
+        _one_line_error(cli(*args, env_extra=bogus), "OTEL_PROPAGATORS: unknown propagator 'bogus'")
+
+
+def test_agent_errors_and_logs_carry_no_credentials_from_the_prometheus_url(tmp_path):
+    url = f"http://reader:pr0m-pw@127.0.0.1:{free_port()}/?token=t0ken-value"
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump({"prometheus_url": url}))
+    result = cli("agent", "--config", str(config), "--once")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "pr0m-pw" not in result.stderr and "t0ken-value" not in result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("nethical-otel: error: cannot reach Prometheus at http://***@127.0.0.1:")
+    )

@@ -84,3 +84,55 @@ def test_wrong_password_is_reported_without_the_secret(secured_alertmanager, cap
     assert sink.delivered == 0 and sink.failures >= 1
     assert f"cannot deliver alerts to {secured_alertmanager}/api/v2/alerts" in caplog.text
     assert "wrong-password" not in caplog.text
+
+
+def test_undecodable_label_does_not_stop_delivery(tmp_path):
+    """A lone surrogate (a filename's undecodable byte) used to kill the sender thread."""
+    import os
+
+    from tests.servers import start_alertmanager
+
+    with start_alertmanager(tmp_path) as am:
+        sink = AlertmanagerSink(am.url)
+        now = time.time()
+        hostile = firing_alert(now)
+        hostile.labels["action"] = os.fsdecode(b"bad\xff")
+        sink.update(hostile, now)
+        good = firing_alert(now)
+        good.labels["action"] = "good"
+        sink.update(good, now)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and sink.delivered < 2:
+            time.sleep(0.05)
+        shown = httpx.get(f"{am.url}/api/v2/alerts", timeout=5).json()
+        actions = sorted(a["labels"]["action"] for a in shown)
+        assert actions == ["bad\ufffd", "good"]
+        sink.close(timeout_s=2)  # and close() does not raise
+        assert sink.pending == 0
+
+
+def test_request_logging_and_warnings_carry_no_secret(tmp_path, caplog):
+    """httpx logs each request's full URL at INFO; our warnings name the URL redacted."""
+    from nethical_otel.detect.sinks import WebhookSink
+    from tests.servers import start_alertmanager
+
+    caplog.set_level(logging.DEBUG)
+    token = "tok-9f8e7d"
+    with start_alertmanager(tmp_path) as am:
+        # Alertmanager ignores the query string: the request succeeds and httpx would log it.
+        before = len(caplog.records)  # (the readiness polls above are the test's own requests)
+        sink = AlertmanagerSink(f"{am.url}/?access_token={token}")
+        now = time.time()
+        sink.update(firing_alert(now), now)
+        sink.close(timeout_s=5)
+        assert sink.delivered == 1
+    dead = f"http://{LOOPBACK}:{free_port()}"
+    webhook = WebhookSink(f"{dead}/hook?token={token}")
+    webhook.update(firing_alert(now), now)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not webhook.failures:
+        time.sleep(0.05)
+    webhook.close(timeout_s=0.5)
+    assert not [r for r in caplog.records[before:] if r.name.startswith(("httpx", "httpcore"))]
+    assert f"cannot deliver alerts to {dead}/hook?token=***" in caplog.text
+    assert token not in caplog.text

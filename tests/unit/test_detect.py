@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import time
+import typing
 
 import numpy as np
 import pytest
@@ -292,3 +296,186 @@ def test_error_rate_increase_is_critical():
     detector.step()
     names = {(labels["alertname"], labels["severity"]) for _, _, labels, _ in sink.updates}
     assert ("NethicalErrorRateIncrease", "critical") in names
+
+
+# -- the detector thread never dies and never raises ---------------------------------------------
+
+
+def test_infinite_step_is_refused_instead_of_killing_the_thread():
+    from nethical_otel.detect.detector import DetectorThread
+
+    detector = make_detector(SyntheticSource(), RecordingSink())
+    for step_s in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(ConfigError, match="detector_step_s must be a finite number > 0"):
+            DetectorThread(detector, step_s)
+
+
+class FlakySource(SyntheticSource):
+    """Raises what a bug or a hostile answer would raise, ``failures`` times, then works."""
+
+    def __init__(self, failures, **kwargs):
+        super().__init__(**kwargs)
+        self.failures = failures
+
+    def read(self, now):
+        if self.failures:
+            self.failures -= 1
+            raise ZeroDivisionError("a bug in the source")
+        return super().read(now)
+
+
+def test_a_failing_source_is_logged_once_and_the_detector_goes_on(caplog):
+    from nethical_otel.detect.detector import DetectorThread
+
+    caplog.set_level(logging.WARNING, logger="nethical_otel")
+    source, sink = FlakySource(failures=20), RecordingSink()
+    detector = make_detector(source, sink)
+    runner = DetectorThread(detector, 0.01).start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not detector.baselines.get(KEY):
+            time.sleep(0.01)
+        assert detector.baselines.get(KEY) is not None, "the detector went on after the failures"
+        assert runner._thread.is_alive()
+    finally:
+        runner.stop(timeout_s=2)
+    failures = [r for r in caplog.records if "ZeroDivisionError" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None  # once, with its traceback
+    assert sum("can be read again" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_step_reports_a_failing_source_instead_of_raising():
+    detector = make_detector(FlakySource(failures=1), RecordingSink())
+    assert detector.step() == []
+    assert detector.last_error == "reading the live windows failed: ZeroDivisionError: a bug in the source"
+    detector.step()
+    assert detector.last_error is None
+
+
+def test_one_series_that_cannot_be_evaluated_does_not_stop_the_others(caplog):
+    broken = SeriesKey("governance", "broken", "control")
+
+    class OneBrokenSeries(SyntheticSource):
+        def read(self, now):
+            windows = super().read(now)
+            windows[broken] = Window(histogram=None, seconds=60.0)  # what a bug would hand over
+            return windows
+
+    caplog.set_level(logging.ERROR, logger="nethical_otel")
+    source, sink = OneBrokenSeries(), RecordingSink()
+    detector = make_detector(source, sink)
+    for _ in range(3):
+        reports = detector.step()
+    assert [r.key for r in reports] == [KEY] and detector.baselines.get(KEY) is not None
+    errors = [r.getMessage() for r in caplog.records if "evaluating governance/broken" in r.getMessage()]
+    assert len(errors) == 1, errors
+
+
+def test_forked_child_restarts_the_detector_with_empty_windows_and_no_parent_alerts():
+    from nethical_otel.detect.detector import DetectorThread
+    from nethical_otel.detect.sources import InProcessSource
+
+    slow = {"value": 1.0}
+    rng = np.random.default_rng(5)
+    cumulative = LatencyHistogram()
+
+    def histograms():
+        cumulative.merge(
+            LatencyHistogram.from_samples(rng.lognormal(np.log(0.01), 0.3, 2000) * slow["value"])
+        )
+        return [({"nethical.action": "query", "nethical.cohort": "control"}, cumulative.copy())]
+
+    class Recorded(InProcessSource):
+        reads: typing.ClassVar[list] = []
+
+        def read(self, now):
+            windows = super().read(now)
+            self.reads.append((os.getpid(), {k: w.seconds for k, w in windows.items()}))
+            return windows
+
+    source = Recorded(histograms, "governance", window_s=0.05)
+    detector = Detector(
+        source,
+        BaselineSet(),
+        PolicyBook.from_mapping({}),
+        [RecordingSink()],
+        timing=Timing(for_s=0, keep_firing_for_s=60),
+    )
+    runner = DetectorThread(detector, 0.02).start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not detector.baselines.get(KEY):
+            time.sleep(0.01)
+        slow["value"] = 2.0
+        while time.monotonic() < deadline and not detector.book.alerts(State.FIRING):
+            time.sleep(0.01)
+        assert detector.book.alerts(State.FIRING), "the parent fires"
+        slow["value"] = 1.0  # from now on nothing is slow: a firing alert in the child is the parent's
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                limit = time.monotonic() + 2
+                while time.monotonic() < limit and sum(p == os.getpid() for p, _ in source.reads) < 3:
+                    time.sleep(0.01)
+                mine = [seconds for p, seconds in source.reads if p == os.getpid()]
+                ok = len(mine) >= 3 and runner._thread.is_alive()
+                ok = ok and all(s == 0 for s in mine[0].values())  # the first window starts empty
+                ok = ok and not detector.book.alerts(State.FIRING, State.PENDING)
+                code = 0 if ok else 3
+                runner.stop(timeout_s=1)
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert detector.book.alerts(State.FIRING) and runner._thread.is_alive(), "the parent is unaffected"
+    finally:
+        runner.stop(timeout_s=2)
+
+
+def test_a_malformed_prometheus_answer_is_a_source_error(tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from nethical_otel.detect.sources import PrometheusSource, SourceError
+
+    answers = iter(
+        [
+            b'{"status": "success", "data": {"result": [{"metric": {}, "value": [0]}]}}',  # no `le`
+            b'["not", "a", "mapping"]',
+            b'{"status": "success", "data": null}',
+        ]
+    )
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = next(answers, b"{}")
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = PrometheusSource(f"http://user:pr0m-pw@127.0.0.1:{server.server_port}", 60.0)
+        for _ in range(3):
+            with pytest.raises(SourceError, match=r"Prometheus at http://\*\*\*@127\.0\.0\.1") as caught:
+                source.read(time.time())
+            assert "pr0m-pw" not in str(caught.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("window_s", [float("inf"), float("nan"), 0.0])
+def test_sources_refuse_windows_that_cannot_work(window_s):
+    from nethical_otel.detect.sources import InProcessSource, PrometheusSource
+
+    with pytest.raises(ConfigError, match="detector_window_s must be a finite number"):
+        PrometheusSource("http://127.0.0.1:9", window_s)
+    with pytest.raises(ConfigError, match="detector_window_s must be a finite number"):
+        InProcessSource(list, "svc", window_s)
