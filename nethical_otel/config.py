@@ -13,15 +13,15 @@ configuration reference in ``docs/`` is generated from it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from nethical_otel.errors import ConfigError
+from nethical_otel.errors import ConfigError, has_userinfo, redact_text, redact_url
 
 ENV_PREFIX = "NETHICAL_OTEL_"
 CONFIG_FILE_ENV = "NETHICAL_OTEL_CONFIG"
@@ -118,6 +118,11 @@ class Settings:
     max_attribute_values: int = _setting(
         100, "Distinct values kept per metric attribute (action, cohort); more fold into `other`."
     )
+    max_series: int = _setting(
+        2000,
+        "Latency series kept per pipeline (the OpenTelemetry SDK's cardinality limit); calls of "
+        "further series are recorded in one series marked `otel.metric.overflow=true`.",
+    )
 
     # -- regression detector (embedded thread or `nethical-otel agent`) --------------------
     detector_enabled: bool = _setting(
@@ -168,19 +173,28 @@ class Settings:
     agent_port: int = _setting(9465, "Port of the agent's /metrics and /healthz (0 picks a free one).")
 
     def __post_init__(self) -> None:
-        for name, check in _CHECKS.items():
-            message = check(getattr(self, name))
+        for f in dataclasses.fields(self):
+            message = _problem(f.name, getattr(self, f.name))
             if message:
-                raise ConfigError(f"setting {name!r}: {message} (got {getattr(self, name)!r})")
+                raise ConfigError(f"setting {f.name!r}: {message} (got {_shown(f, getattr(self, f.name))})")
+        for name, _, message in _pair_problems(lambda n: getattr(self, n)):
+            raise ConfigError(f"settings: {name} {message}")
 
     def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in self.display_items())})"
+
+    def display_items(self) -> list[tuple[str, Any]]:
+        """``(name, value)`` of every setting, fit to print: secrets are ``<redacted>`` and
+        URLs lose their userinfo and credential-looking query parameters (``redact_url``)."""
         shown = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.metadata["secret"] and value:
                 value = "<redacted>"
-            shown.append(f"{f.name}={value!r}")
-        return f"Settings({', '.join(shown)})"
+            elif isinstance(value, str) and "://" in value:
+                value = redact_url(value)
+            shown.append((f.name, value))
+        return shown
 
     @property
     def sampling_ratio(self) -> float:
@@ -215,6 +229,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "buckets_per_octave": lambda v: None if v in (1, 2, 4, 8) else "must be 1, 2, 4 or 8",
     "histogram_scale": lambda v: None if 3 <= v <= 10 else "must be within 3..10",
     "max_attribute_values": lambda v: None if v >= 1 else "must be >= 1",
+    "max_series": lambda v: None if v >= 2 else "must be >= 2",
     "detector_window_s": lambda v: None if v > 0 else "must be > 0",
     "detector_step_s": lambda v: None if v > 0 else "must be > 0",
     "detector_for_s": lambda v: None if v >= 0 else "must be >= 0",
@@ -225,6 +240,182 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "webhook_url": lambda v: None if v is None or v.startswith(("http://", "https://")) else _URL,
     "prometheus_url": lambda v: None if v is None or v.startswith(("http://", "https://")) else _URL,
 }
+
+# The most `le` buckets the bucket settings may make (the defaults make 69): every one is a
+# series per histogram on every scrape.
+MAX_LE_BUCKETS = 512
+
+
+def _problem(name: str, value: Any) -> str | None:
+    """What is wrong with one setting's value on its own, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    check = _CHECKS.get(name)
+    return check(value) if check else None
+
+
+def _shown(f: dataclasses.Field, value: Any) -> str:
+    """A value as an error message may show it: secrets never, URLs redacted."""
+    return "<redacted>" if f.metadata["secret"] else redact_text(repr(value))
+
+
+def _le_buckets(min_s: float, max_s: float, per_octave: int) -> int:
+    return math.ceil(math.log2(max_s) * per_octave) - math.floor(math.log2(min_s) * per_octave) + 1
+
+
+def _pair_problems(get: Callable[[str], Any]) -> list[tuple[str, str, str]]:
+    """Settings that are fine alone but not together: ``(setting, other setting, message)``."""
+    found = []
+    lo, hi, per_octave = get("bucket_min_s"), get("bucket_max_s"), get("buckets_per_octave")
+    if lo >= hi:
+        found.append(("bucket_min_s", "bucket_max_s", f"must be below bucket_max_s ({hi!r}), got {lo!r}"))
+    elif _le_buckets(lo, hi, per_octave) > MAX_LE_BUCKETS:
+        found.append(
+            (
+                "bucket_max_s",
+                "bucket_min_s",
+                f"bucket_min_s..bucket_max_s ({lo!r}..{hi!r} s) at {per_octave} per octave makes "
+                f"{_le_buckets(lo, hi, per_octave)} `le` buckets, more than {MAX_LE_BUCKETS}: "
+                "narrow the range or lower buckets_per_octave",
+            )
+        )
+    step, window = get("detector_step_s"), get("detector_window_s")
+    if step > window:
+        found.append(
+            (
+                "detector_step_s",
+                "detector_window_s",
+                f"must not exceed detector_window_s ({window!r}), got {step!r}: "
+                "calls between two windows would never be looked at",
+            )
+        )
+    password = get("alertmanager_password") or get("alertmanager_password_file")
+    token = get("alertmanager_bearer_token") or get("alertmanager_bearer_token_file")
+    username, url = get("alertmanager_username"), get("alertmanager_url")
+    for value, file in (("alertmanager_password", "alertmanager_password_file"),
+                        ("alertmanager_bearer_token", "alertmanager_bearer_token_file")):  # fmt: skip
+        if get(value) and get(file):
+            found.append((file, value, f"set only one of {value} and {file}"))
+    if password and not username:
+        found.append(
+            ("alertmanager_password", "alertmanager_username", "is set but alertmanager_username is not")
+        )
+    if username and token:
+        found.append(
+            (
+                "alertmanager_bearer_token",
+                "alertmanager_username",
+                "and alertmanager_username are both set: Alertmanager takes basic auth or a bearer "
+                "token, not both",
+            )
+        )
+    if has_userinfo(url) and token:
+        found.append(
+            (
+                "alertmanager_url",
+                "alertmanager_bearer_token",
+                f"{redact_url(url)} carries user:password@, which would replace the bearer token: "
+                "give one of them (basic auth goes in alertmanager_username / alertmanager_password)",
+            )
+        )
+    elif has_userinfo(url) and username:
+        found.append(
+            (
+                "alertmanager_url",
+                "alertmanager_username",
+                f"{redact_url(url)} carries user:password@ and alertmanager_username is set too: "
+                "give the credentials once",
+            )
+        )
+    return found
+
+
+# -- standard OTEL_* variables the OpenTelemetry SDK reads itself ------------------------------
+# The SDK raises (or logs a traceback) deep inside setup, or at import, on values it does not
+# know. Checked here so a bad one is our one-line error naming the variable.
+
+_SPAN_LIMITS = (
+    "OTEL_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    "OTEL_SPAN_LINK_COUNT_LIMIT",
+)
+_BATCH_SPAN_PROCESSOR = (
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_EXPORT_TIMEOUT",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+)
+_COMPRESSION = (
+    "OTEL_EXPORTER_OTLP_COMPRESSION",
+    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+    "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+)
+_EXEMPLAR_FILTERS = ("trace_based", "always_on", "always_off")
+_INTEGER = re.compile(r"\s*\+?\d+\s*")
+
+
+def _installed_propagators() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return sorted({ep.name for ep in entry_points(group="opentelemetry_propagator")})
+
+
+def _check_otel_environment(environ: Mapping[str, str], settings: Settings) -> None:
+    """ConfigError for an ``OTEL_*`` value the SDK would choke on (it reads these itself)."""
+
+    def bad(var: str, message: str) -> ConfigError:
+        return ConfigError(f"{var}: {message} (got {redact_text(repr(environ[var]))})")
+
+    if environ.get("OTEL_PROPAGATORS"):
+        names = [name.strip() for name in environ["OTEL_PROPAGATORS"].split(",")]
+        if not any(name.lower() == "none" for name in names):
+            installed = _installed_propagators()
+            for name in names:
+                if name not in installed:
+                    what = f"unknown propagator {name!r}" if name else "an empty propagator name"
+                    raise bad("OTEL_PROPAGATORS", f"{what}; installed: {', '.join(installed)}, or none")
+    if environ.get("OTEL_PYTHON_CONTEXT"):
+        from importlib.metadata import entry_points
+
+        contexts = sorted({ep.name for ep in entry_points(group="opentelemetry_context")})
+        if environ["OTEL_PYTHON_CONTEXT"] not in contexts:
+            raise bad("OTEL_PYTHON_CONTEXT", f"unknown context; installed: {', '.join(contexts)}")
+    grpc = settings.otlp_endpoint and settings.otlp_protocol == "grpc"
+    for var in _COMPRESSION:
+        if var not in environ:
+            continue
+        value = environ[var].strip().lower()
+        if grpc and value != "gzip":
+            raise bad(var, "the grpc OTLP exporter takes only gzip (unset it for no compression)")
+        if value not in ("gzip", "deflate", "none", ""):
+            raise bad(var, "must be gzip, deflate or none")
+    for var in _SPAN_LIMITS:
+        value = environ.get(var)
+        if value is not None and value.strip().lower() != "unset" and not _INTEGER.fullmatch(value):
+            raise bad(var, "must be a non-negative integer or unset")
+    for var in _BATCH_SPAN_PROCESSOR:
+        value = environ.get(var)
+        zero_ok = var == "OTEL_BSP_EXPORT_TIMEOUT"
+        if value is not None and (not _INTEGER.fullmatch(value) or (int(value) == 0 and not zero_ok)):
+            raise bad(var, "must be a non-negative integer" if zero_ok else "must be a positive integer")
+    batch, queue = environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"), environ.get("OTEL_BSP_MAX_QUEUE_SIZE")
+    if batch is not None and queue is not None and int(batch) > int(queue):
+        raise bad("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "must not exceed OTEL_BSP_MAX_QUEUE_SIZE")
+    if "OTEL_METRIC_EXPORT_TIMEOUT" in environ:
+        try:
+            timeout = float(environ["OTEL_METRIC_EXPORT_TIMEOUT"])
+        except ValueError:
+            timeout = math.nan
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise bad("OTEL_METRIC_EXPORT_TIMEOUT", "must be a positive number of milliseconds")
+    exemplar_filter = environ.get("OTEL_METRICS_EXEMPLAR_FILTER")
+    if exemplar_filter is not None and exemplar_filter not in _EXEMPLAR_FILTERS:
+        raise bad("OTEL_METRICS_EXEMPLAR_FILTER", f"must be one of {', '.join(_EXEMPLAR_FILTERS)}")
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -261,6 +452,8 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     kind = _field_type(f)
     if kind == "dict[str,Any]":  # nested YAML, or YAML/JSON text from the environment
         if isinstance(value, str):
+            import yaml  # only when there is YAML to read: not on `import nethical_otel`
+
             try:
                 value = yaml.safe_load(value) if value.strip() else {}
             except yaml.YAMLError:
@@ -326,13 +519,23 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
 
 def _from_file(path: Path) -> dict[str, tuple[Any, str]]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}): is it the right file?"
+        ) from None
+    import yaml  # only when there is YAML to read: not on `import nethical_otel`
+
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"config file {path}{where} is not valid YAML") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests too deeply to be a settings file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -365,16 +568,40 @@ def load_settings(
     layered.update(_from_env(environ))
     values: dict[str, Any] = {}
     for name, (raw, source) in layered.items():
-        shown = "<redacted>" if fields[name].metadata["secret"] else repr(raw)
+        shown = _shown(fields[name], raw)
+        if isinstance(raw, str) and _SURROGATE.search(raw):
+            raise ConfigError(f"{source}: not valid UTF-8 (undecodable bytes in the value)")
         try:
             values[name] = _coerce(fields[name], raw)
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc} (got {shown})") from None
-        problem = _CHECKS[name](values[name]) if name in _CHECKS else None
+        problem = _problem(name, values[name])
         if problem:
             raise ConfigError(f"{source}: {problem} (got {shown})")
+    for name, value in overrides.items():
+        problem = _problem(name, value)
+        if problem:
+            raise ConfigError(f"setting {name!r}: {problem} (got {_shown(fields[name], value)})")
     values.update(overrides)
-    return Settings(**values)
+    sources = {name: source for name, (_, source) in layered.items()}
+    sources.update((name, f"setting {name!r}") for name in overrides)
+    defaults = Settings.__dataclass_fields__
+
+    def get(name: str) -> Any:
+        if name in values:
+            return values[name]
+        f = defaults[name]
+        return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+    for name, other, message in _pair_problems(get):
+        # Named after the variable / key that set it (or the one it clashes with).
+        raise ConfigError(f"{sources.get(name) or sources.get(other) or 'settings'}: {name} {message}")
+    settings = Settings(**values)
+    _check_otel_environment(environ, settings)
+    return settings
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def reference_markdown() -> str:
