@@ -6,14 +6,61 @@ stderr and exit with status 2; never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import click
 
 from nethical_otel._version import __version__
-from nethical_otel.errors import NethicalOtelError
+from nethical_otel.errors import NethicalOtelError, redact_text, redact_url
 from nethical_otel.stats import StatsError
+
+# Top-level modules that only the CI extra installs (`pip install 'nethical-otel[ci]'`, see
+# pyproject.toml): load, demo and `history plot` need them, and import them before they start.
+CI_MODULES = frozenset({"matplotlib", "rich"})
+
+# The CI commands, imported when run (so `--help` and the agent load none of bench/):
+# name -> (module, attribute, the one-line summary `nethical-otel --help` lists).
+LAZY_COMMANDS = {
+    "budget": (
+        "nethical_otel.bench.commands",
+        "budget",
+        "Check a run against performance budgets; exit 1 when one is exceeded.",
+    ),
+    "compare": (
+        "nethical_otel.bench.commands",
+        "compare",
+        "Compare two runs (CSV + histogram sidecar) under the threshold policy.",
+    ),
+    "history": (
+        "nethical_otel.bench.commands",
+        "history",
+        "Benchmark history: add runs, detect change points, plot trends.",
+    ),
+    "load": (
+        "nethical_otel.bench.commands",
+        "load",
+        "Drive a target with open-loop load and record latency, throughput and errors.",
+    ),
+    "memory": (
+        "nethical_otel.bench.commands",
+        "memory",
+        "Run N actions and report memory: RSS and tracemalloc, top allocation sites, a leak check.",
+    ),
+}
+
+# Paths the commands check themselves: a bad one is our one-line error naming it (click's own
+# checks print a usage message of several lines).
+PATH = click.Path(path_type=Path)
+
+_COMMAND = "nethical_otel.command"  # ctx.meta key: the command line's command, for messages
+
+
+def missing_extra(exc: ImportError) -> str | None:
+    """The CI-only module whose absence ``exc`` reports, else None."""
+    name = (getattr(exc, "name", None) or "").partition(".")[0]
+    return name if isinstance(exc, ModuleNotFoundError) and name in CI_MODULES else None
 
 
 class _Group(click.Group):
@@ -21,8 +68,45 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except (NethicalOtelError, StatsError) as exc:
-            click.echo(f"nethical-otel: error: {exc}", err=True)
+            click.echo(f"nethical-otel: error: {redact_text(exc)}", err=True)
             ctx.exit(2)
+        except ModuleNotFoundError as exc:
+            module = missing_extra(exc)
+            if module is None:
+                raise
+            command = ctx.meta.get(_COMMAND, "this command")
+            click.echo(
+                f"nethical-otel: error: 'nethical-otel {command}' needs the CI extra ({module} is not "
+                "installed): pip install 'nethical-otel[ci]'",
+                err=True,
+            )
+            ctx.exit(2)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        words = [name]
+        if isinstance(command, click.Group) and rest and rest[0] in command.list_commands(ctx):
+            words.append(rest[0])  # `history plot`
+        ctx.meta[_COMMAND] = " ".join(filter(None, words))
+        return name, command, rest
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in LAZY_COMMANDS:
+            module, attribute, _ = LAZY_COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # As click's, but a CI command not yet imported is listed from its summary.
+        commands = {name: click.Command(name, help=entry[2]) for name, entry in LAZY_COMMANDS.items()}
+        commands.update(self.commands)
+        shown = [(name, commands[name]) for name in sorted(commands) if not commands[name].hidden]
+        limit = formatter.width - 6 - max(len(name) for name, _ in shown)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in shown])
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -47,7 +131,7 @@ def version() -> None:
 
 
 @main.command()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML settings file.")
+@click.option("--config", "config_file", type=PATH, metavar="FILE", help="YAML settings file.")
 @click.option("--duration", type=click.FloatRange(min=1), default=120.0, show_default=True, help="Seconds.")
 @click.option(
     "--rps", type=click.FloatRange(min=1), default=200.0, show_default=True, help="Total request rate."
@@ -87,7 +171,8 @@ def version() -> None:
 @click.option("--alertmanager", "alertmanager_url", help="Also send alerts to this Alertmanager (base URL).")
 @click.option(
     "--output-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PATH,
+    metavar="DIR",
     default=Path("demo-output"),
     show_default=True,
     help="Where the PNG and the summaries go.",
@@ -128,9 +213,12 @@ def demo(
     the slowdown ends and the alert resolves. /metrics serves everything for Prometheus.
     A PNG and a markdown summary are written to --output-dir.
     """
-    from nethical_otel.demo import DemoPlan, Injection, run_demo, write_outputs
+    from nethical_otel.demo import DemoPlan, Injection, output_paths, run_demo, write_outputs
     from nethical_otel.embedded import setup
+    from nethical_otel.files import check_writable
 
+    for path in output_paths(output_dir):  # before the run: a bad path must not cost the demo
+        check_writable(path)
     step = max(window / 5, 0.5)
     overrides = {
         "detector_window_s": window,
@@ -169,19 +257,16 @@ def config() -> None:
 
 
 @config.command("show")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML settings file.")
+@click.option("--config", "config_file", type=PATH, metavar="FILE", help="YAML settings file.")
 def config_show(config_file) -> None:
     """Print the settings in effect here (file + environment + defaults); secrets redacted."""
-    import dataclasses
-
     from nethical_otel.config import load_settings
+    from nethical_otel.detect.build import check_settings
 
     settings = load_settings(config_file)
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if f.metadata["secret"] and value:
-            value = "<redacted>"
-        click.echo(f"{f.name}: {value!r}")
+    check_settings(settings)  # the policy and secret files too: what the agent would refuse
+    for name, value in settings.display_items():
+        click.echo(f"{name}: {value!r}")
 
 
 @config.command("reference")
@@ -193,7 +278,7 @@ def config_reference() -> None:
 
 
 @main.command()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML settings file.")
+@click.option("--config", "config_file", type=PATH, metavar="FILE", help="YAML settings file.")
 @click.option("--once", is_flag=True, help="Evaluate one step, print it and exit (a configuration check).")
 def agent(config_file, once) -> None:
     """Run the regression detector as its own process (fleet mode).
@@ -218,7 +303,8 @@ def agent(config_file, once) -> None:
             _print_reports(agent.detector.last_reports)
             return
         url = agent.serve()
-        click.echo(f"nethical-otel agent: reading {agent.settings.prometheus_url}; metrics on {url}/metrics")
+        shown = redact_url(agent.settings.prometheus_url)
+        click.echo(f"nethical-otel agent: reading {shown}; metrics on {url}/metrics")
         agent.install_signal_handlers()
         agent.run()
     finally:
@@ -241,12 +327,12 @@ def baseline() -> None:
 
 @baseline.command("create")
 @click.option(
-    "--output", "-o", required=True, type=click.Path(dir_okay=False), help="Baseline file to write."
+    "--output", "-o", required=True, type=PATH, metavar="FILE", help="Baseline file to write."
 )
 @click.option("--from-prometheus", "prometheus_url", help="Prometheus base URL (fleet-wide window).")
 @click.option("--from-metrics", "metrics_url", help="A service's /metrics URL, scraped twice a window apart.")
 @click.option(
-    "--from-run", "run_csv", type=click.Path(dir_okay=False), help="A `nethical-otel load` results CSV."
+    "--from-run", "run_csv", type=PATH, metavar="FILE", help="A `nethical-otel load` results CSV."
 )
 @click.option("--service", help="Service name for a --from-run baseline.")
 @click.option(
@@ -291,13 +377,13 @@ def baseline_create(
         version_ = version_ or run.git_sha
     elif prometheus_url:
         windows = PrometheusSource(prometheus_url, window, service_label=service_label).read(time.time())
-        source = f"prometheus:{prometheus_url}"
+        source = f"prometheus:{redact_url(prometheus_url)}"
     else:
         first = scrape(metrics_url)
         click.echo(f"scraped {metrics_url}; scraping again in {window:.0f} s", err=True)
         time.sleep(window)
         windows = window_between(first, scrape(metrics_url))
-        source = f"scrape:{metrics_url}"
+        source = f"scrape:{redact_url(metrics_url)}"
     baselines = BaselineSet(
         Baseline(key, w.histogram, w.seconds, source=source, version=version_)
         for key, w in windows.items()
@@ -310,33 +396,38 @@ def baseline_create(
 
 
 @baseline.command("show")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=PATH)
 def baseline_show(path) -> None:
     """Print the baselines in a file."""
     import datetime
 
-    from rich.table import Table
-
     from nethical_otel.detect.baseline import BaselineSet
 
-    table = Table(title=path, title_justify="left")
-    for column in ("series", "calls", "p50 ms", "p95 ms", "p99 ms", "req/s", "errors", "created", "source"):
-        table.add_column(column, justify="left" if column in ("series", "source", "created") else "right")
+    header = ("series", "calls", "p50 ms", "p95 ms", "p99 ms", "req/s", "errors", "created", "source")
+    rows = []
     for b in BaselineSet.load(path):
         p50, p95, p99 = b.histogram.quantiles([0.5, 0.95, 0.99]) * 1000
         created = datetime.datetime.fromtimestamp(b.created_at, tz=datetime.timezone.utc)
-        table.add_row(
-            str(b.key),
-            str(b.histogram.count),
-            f"{p50:.2f}",
-            f"{p95:.2f}",
-            f"{p99:.2f}",
-            f"{b.throughput_rps:.1f}",
-            f"{b.error_rate:.2%}",
-            created.strftime("%Y-%m-%d %H:%M"),
-            b.source + (f" @ {b.version}" if b.version else ""),
+        rows.append(
+            (
+                str(b.key),
+                str(b.histogram.count),
+                f"{p50:.2f}",
+                f"{p95:.2f}",
+                f"{p99:.2f}",
+                f"{b.throughput_rps:.1f}",
+                f"{b.error_rate:.2%}",
+                created.strftime("%Y-%m-%d %H:%M"),
+                b.source + (f" @ {b.version}" if b.version else ""),
+            )
         )
-    _console().print(table)
+    # Plain text (no rich): the agent's base install has this command too.
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    left = {"series", "created", "source"}
+    click.echo(str(path))
+    for row in (header, *rows):
+        cells = (c.ljust(w) if h in left else c.rjust(w) for h, c, w in zip(header, row, widths, strict=True))
+        click.echo("  ".join(cells).rstrip())
 
 
 def _console():
@@ -351,12 +442,6 @@ def _service_name_configured() -> bool:
     import os
 
     return any(v in os.environ for v in ("OTEL_SERVICE_NAME", "NETHICAL_OTEL_SERVICE_NAME"))
-
-
-from nethical_otel.bench.commands import budget, compare, history, load, memory  # noqa: E402
-
-for _command in (load, compare, budget, history, memory):
-    main.add_command(_command)
 
 
 if __name__ == "__main__":

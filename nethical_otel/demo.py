@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import matplotlib  # the plot at the end; imported first so that a missing CI extra shows at once
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -270,14 +271,16 @@ def run_demo(telemetry: Telemetry, plan: DemoPlan, console: Console | None = Non
 # -- what the demo leaves behind --------------------------------------------------------------
 
 
+def output_paths(output_dir: Path) -> tuple[Path, Path, Path]:
+    """Where ``write_outputs`` writes: the PNG, the markdown summary, the JSON summary."""
+    return output_dir / "latency.png", output_dir / "summary.md", output_dir / "summary.json"
+
+
 def write_outputs(timeline: Timeline, plan: DemoPlan) -> tuple[Path, Path, Path]:
     """The PNG, the markdown summary and a JSON summary (for scripts and tests)."""
-    out = plan.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    png = plot(timeline, plan, out / "latency.png")
-    summary = out / "summary.md"
+    png, summary, data = output_paths(plan.output_dir)
+    plot(timeline, plan, png)
     write_atomic(summary, markdown(timeline, plan, png.name))
-    data = out / "summary.json"
     document = {
         "plan": {**asdict(plan), "output_dir": str(plan.output_dir)},
         "baselines_learned_at_s": timeline.baselines_learned_at,
@@ -288,8 +291,6 @@ def write_outputs(timeline: Timeline, plan: DemoPlan) -> tuple[Path, Path, Path]
 
 
 def plot(timeline: Timeline, plan: DemoPlan, path: Path) -> Path:
-    import matplotlib
-
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

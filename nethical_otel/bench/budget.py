@@ -22,11 +22,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from nethical_otel.bench.results import BenchError, RunResult
+from nethical_otel.files import read_yaml
 
 
 @dataclass(frozen=True)
@@ -109,7 +107,7 @@ class Budget:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Budget:
         path = Path(path)
-        data = read_yaml(path, "budget") or {}
+        data = read_yaml(path, "budget file (YAML)", BenchError) or {}
         if not isinstance(data, Mapping):
             raise BenchError(f"{path}: expected a mapping like {{p95: 200}}, got {type(data).__name__}")
         return cls({str(k): v for k, v in data.items()}, source=str(path))
@@ -130,22 +128,6 @@ class Budget:
             value = None if raw is None or (isinstance(raw, float) and math.isnan(raw)) else raw * spec.scale
             checks.append(BudgetCheck(key, spec.label, spec.unit, float(self.limits[key]), value, spec.upper))
         return checks
-
-
-def read_yaml(path: Path, what: str) -> Any:
-    """A YAML (or JSON) file's content; ``BenchError`` naming the file (and line) otherwise."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BenchError(f"{path}: no such {what} file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BenchError(f"{path}: cannot read {what} file: {exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        raise BenchError(f"{path}{where}: not valid YAML/JSON: {getattr(exc, 'problem', exc)}") from None
 
 
 def _num(value: float) -> str:

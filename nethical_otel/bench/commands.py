@@ -13,6 +13,11 @@ from pathlib import Path
 import click
 
 from nethical_otel.bench.results import BenchError
+from nethical_otel.files import check_writable
+
+# Paths the commands check themselves: a bad one is our one-line error naming it (click's own
+# checks print a usage message of several lines).
+PATH = click.Path(path_type=Path)
 
 
 def _stderr_console():
@@ -73,7 +78,8 @@ def _ms(value: float | None) -> str:
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PATH,
+    metavar="FILE",
     help="Write the summary row here (CSV) and the histogram beside it (NAME.histogram.json).",
 )
 @click.option(
@@ -115,8 +121,10 @@ def load(
     Requests start on a fixed schedule (RPS), whatever the responses do; latency counts from
     the intended start, so stalls show up in the percentiles (no coordinated omission).
     """
+    import rich  # noqa: F401  (progress and summary: a missing CI extra fails now, not after the run)
+
     from nethical_otel.bench.loadgen import LoadConfig, LoadRun
-    from nethical_otel.bench.results import write_run
+    from nethical_otel.bench.results import sidecar_path, write_run
 
     if target and url:
         raise BenchError("give --target or --url, not both")
@@ -135,10 +143,25 @@ def load(
         branch=branch,
     )
     run = LoadRun(config)
+    if output:  # before the run: a bad path must not cost the whole run
+        check_writable(output)
+        check_writable(sidecar_path(output))
     result = run.run() if quiet else _run_with_progress(run)
-    side = write_run(result, output) if output else None
+    failed = result.requests > 0 and result.errors == result.requests
+    side = write_run(result, output) if output and not failed else None
     if not quiet:
-        _print_summary(result, output, side)
+        _print_summary(result, None if failed else output, side)
+    if failed:  # nothing measured: keep the previous results rather than replace them with this
+        kinds = list(result.details.get("error_types", {}))
+        if result.details.get("unfinished"):
+            kinds.append("unfinished at the drain deadline")
+        click.echo(
+            f"nethical-otel: error: all {result.requests:,} requests to {config.target_label()} failed"
+            + (f" ({', '.join(kinds)})" if kinds else "")
+            + (f"; nothing written to {output}" if output else ""),
+            err=True,
+        )
+        click.get_current_context().exit(1)
 
 
 def _run_with_progress(run):
@@ -220,12 +243,12 @@ def _print_summary(result, output: Path | None, side: Path | None) -> None:
 
 
 def _policy(path: Path | None):
-    from nethical_otel.bench.budget import read_yaml
+    from nethical_otel.files import read_yaml
     from nethical_otel.stats import Policy, StatsError
 
     if path is None:
         return Policy()
-    data = read_yaml(path, "policy")
+    data = read_yaml(path, "policy file (YAML)", BenchError)
     try:
         return Policy.from_mapping(data, where=str(path))
     except StatsError as exc:
@@ -240,20 +263,17 @@ def _budget(path: Path | None, **limits: float | None):
 
 
 def _write_or_print(text: str, output: Path | None) -> None:
-    from nethical_otel.bench.results import atomic_write_text
+    from nethical_otel.files import write_atomic
 
     if output is None:
         click.echo(text, nl=False)
     else:
-        try:
-            atomic_write_text(output, text)
-        except OSError as exc:
-            raise BenchError(f"{output}: cannot write: {exc.strerror or exc}") from None
+        write_atomic(output, text)
 
 
 @click.command()
-@click.argument("baseline", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("current", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("baseline", type=PATH)
+@click.argument("current", type=PATH)
 @click.option(
     "--format",
     "fmt",
@@ -265,20 +285,23 @@ def _write_or_print(text: str, output: Path | None) -> None:
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PATH,
+    metavar="FILE",
     help="Write the report here instead of standard output.",
 )
 @click.option(
     "--policy",
     "policy_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PATH,
+    metavar="FILE",
     help="YAML thresholds: {quantiles: {p95: {threshold: 0.15, severity: warning}}, "
     "error_rate: {threshold_pp: 1}, throughput: {drop: 0.3}, confidence: 0.99}.",
 )
 @click.option(
     "--budget",
     "budget_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PATH,
+    metavar="FILE",
     help="Budget file (see `nethical-otel budget`) applied to CURRENT; exceeding it fails.",
 )
 @click.option(
@@ -299,6 +322,8 @@ def compare(baseline, current, fmt, output, policy_file, budget_file, fail_on) -
     from nethical_otel.bench.report import render
     from nethical_otel.bench.results import read_run
 
+    if output is not None:
+        check_writable(output)
     policy = _policy(policy_file)
     budget = _budget(budget_file)
     result = compare_runs(read_run(baseline), read_run(current), policy, budget, fail_on)
@@ -313,7 +338,7 @@ def compare(baseline, current, fmt, output, policy_file, budget_file, fail_on) -
 
 
 @click.command()
-@click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("results", type=PATH)
 @click.option("--p50", type=click.FloatRange(min=0), help="P50 latency budget, ms.")
 @click.option("--p95", type=click.FloatRange(min=0), help="P95 latency budget, ms.")
 @click.option("--p99", type=click.FloatRange(min=0), help="P99 latency budget, ms.")
@@ -324,7 +349,8 @@ def compare(baseline, current, fmt, output, policy_file, budget_file, fail_on) -
 @click.option(
     "--file",
     "budget_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PATH,
+    metavar="FILE",
     help="Budget file (YAML/JSON: p50, p95, p99, mean, max in ms; error_rate in %; min_throughput); "
     "options given override it.",
 )
@@ -383,7 +409,8 @@ def budget(results, p50, p95, p99, mean, max_, error_rate, min_throughput, budge
 _DIR_OPTION = click.option(
     "--dir",
     "directory",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PATH,
+    metavar="DIR",
     default=Path("benchmark-history"),
     show_default=True,
     help="History directory.",
@@ -410,7 +437,7 @@ def history() -> None:
 
 
 @history.command("add")
-@click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("results", type=PATH)
 @_DIR_OPTION
 def history_add(results, directory) -> None:
     """Copy a run into the history as benchmark_YYYYMMDD_HHMMSS.csv (+ sidecar), atomically."""
@@ -476,7 +503,8 @@ def history_detect(directory, max_pvalue, min_magnitude, fmt) -> None:
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PATH,
+    metavar="FILE",
     default=Path("trend.png"),
     show_default=True,
     help="PNG file to write.",
@@ -485,14 +513,14 @@ def history_detect(directory, max_pvalue, min_magnitude, fmt) -> None:
 @_MAGNITUDE_OPTION
 def history_plot(directory, output, max_pvalue, min_magnitude) -> None:
     """Plot p50/p95/p99 and throughput over time (PNG), change points marked."""
+    import matplotlib  # noqa: F401  (the CI extra: checked first)
+
     from nethical_otel.bench import history as hist
 
+    check_writable(output)
     runs = hist.load(directory)
     points = hist.change_points(runs, max_pvalue=max_pvalue, min_magnitude=min_magnitude)
-    try:
-        written = hist.plot(runs, output, points)
-    except OSError as exc:
-        raise BenchError(f"{output}: cannot write: {exc.strerror or exc}") from None
+    written = hist.plot(runs, output, points)
     click.echo(f"{written}: {len(runs)} runs, {len(points)} change point(s)")
 
 
@@ -523,7 +551,8 @@ def history_plot(directory, output, max_pvalue, min_magnitude) -> None:
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PATH,
+    metavar="FILE",
     default=Path("memory-profile.txt"),
     show_default=True,
     help="Where to write the profile.",
@@ -534,8 +563,9 @@ def memory(
 ) -> None:
     """Run N actions and report memory: RSS and tracemalloc, top allocation sites, a leak check."""
     from nethical_otel.bench.memory import profile_memory
-    from nethical_otel.bench.results import atomic_write_text
+    from nethical_otel.files import write_atomic
 
+    check_writable(output)  # before the run
     report = profile_memory(
         target,
         actions,
@@ -547,10 +577,7 @@ def memory(
         ml_blend=ml_blend,
     )
     text = report.text()
-    try:
-        atomic_write_text(output, text)
-    except OSError as exc:
-        raise BenchError(f"{output}: cannot write: {exc.strerror or exc}") from None
+    write_atomic(output, text)
     click.echo(text, nl=False)
     click.echo(f"(written to {output})", err=True)
     if strict and (report.high or report.leaking):

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
-from nethical_otel.bench.results import BenchError, RunResult, read_run, write_run
-from nethical_otel.files import write_atomic
+from nethical_otel.bench.results import BenchError, RunResult, read_run, sidecar_path, write_run
+from nethical_otel.files import check_writable, write_atomic
 
 HISTORY_PATTERN = re.compile(r"^benchmark_(\d{8})_(\d{6})(?:_(\d+))?\.csv$")
 # The series change points are looked for in, and how they are plotted.
@@ -72,6 +72,8 @@ def add(results: str | os.PathLike[str], directory: str | os.PathLike[str]) -> P
     while target.exists():
         suffix += 1
         target = directory / f"{stem}_{suffix}.csv"
+    check_writable(target)
+    check_writable(sidecar_path(target))  # so a failure leaves no sidecar without its CSV
     write_run(result, target)
     return target
 
@@ -79,11 +81,16 @@ def add(results: str | os.PathLike[str], directory: str | os.PathLike[str]) -> P
 def load(directory: str | os.PathLike[str]) -> list[RunResult]:
     """Every run in ``directory`` (``benchmark_*.csv``), oldest first."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise BenchError(f"{directory}: not a directory; --dir names the history directory")
     if not directory.is_dir():
         raise BenchError(
             f"{directory}: no such history directory (create it with `nethical-otel history add`)"
         )
-    paths = [p for p in directory.iterdir() if HISTORY_PATTERN.match(p.name)]
+    try:
+        paths = [p for p in directory.iterdir() if HISTORY_PATTERN.match(p.name)]
+    except OSError as exc:
+        raise BenchError(f"{directory}: cannot read: {exc.strerror or exc}") from None
     runs = [read_run(p) for p in paths]
 
     def key(run: RunResult) -> tuple[datetime, str]:

@@ -48,6 +48,7 @@ import numpy as np
 
 from nethical_otel.bench.results import BenchError, RunResult
 from nethical_otel.bench.sysinfo import rss_mb
+from nethical_otel.errors import redact_url
 from nethical_otel.stats import LatencyHistogram
 
 DEFAULT_TARGET = "nethical_otel.example.governance:IntegratedGovernance.process_action"
@@ -95,7 +96,8 @@ class LoadConfig:
         return self.warmup_s if self.warmup_s is not None else min(2.0, 0.1 * self.duration_s)
 
     def target_label(self) -> str:
-        return f"POST {self.url}" if self.url else (self.target or DEFAULT_TARGET)
+        """What was loaded, fit to print and to store (no credentials of the URL)."""
+        return f"POST {redact_url(self.url)}" if self.url else (self.target or DEFAULT_TARGET)
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,7 @@ def http_target(url: str, agents: int, timeout_s: float) -> Target:
     """POST JSON ``{agent_id, action, cohort, action_type[, shadow, ml_blend]}`` to ``url``;
     a status >= 400 or a transport error counts as an error."""
     if not url.startswith(("http://", "https://")):
-        raise BenchError(f"--url {url!r}: expected an http:// or https:// URL")
+        raise BenchError(f"--url {redact_url(url)!r}: expected an http:// or https:// URL")
 
     @contextlib.asynccontextmanager
     async def session() -> AsyncIterator[Callable[..., Any]]:
@@ -229,7 +231,8 @@ def http_target(url: str, agents: int, timeout_s: float) -> Target:
 
             yield post
 
-    return Target(func=_unopened, is_async=True, label=f"POST {url}", accepts=None, session=session)
+    label = f"POST {redact_url(url)}"
+    return Target(func=_unopened, is_async=True, label=label, accepts=None, session=session)
 
 
 class HTTPStatusError(Exception):

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nethical_otel.errors import NethicalOtelError
+from nethical_otel.files import read_json, read_text
 from nethical_otel.files import write_atomic as atomic_write_text
 from nethical_otel.stats import LatencyHistogram, StatsError
 
@@ -227,7 +228,7 @@ def read_run(path: str | os.PathLike[str], *, sidecar: bool = True) -> RunResult
     path = Path(path)
     if path.name.endswith(".json"):
         return _read_sidecar(path)
-    text = _read_text(path)
+    text = read_text(path, "results file (CSV)", BenchError)
     result = _parse_csv(text, str(path))
     side = sidecar_path(path)
     if sidecar and side.exists():
@@ -242,21 +243,6 @@ def read_run(path: str | os.PathLike[str], *, sidecar: bool = True) -> RunResult
         result.details = documented.details
     result.source = str(path)
     return result
-
-
-def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise BenchError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise BenchError(f"{path}: is a directory, expected a results file") from None
-    except OSError as exc:
-        raise BenchError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BenchError(f"{path}: not UTF-8 text (byte {exc.start}); expected a CSV results file") from None
 
 
 def _parse_csv(text: str, where: str) -> RunResult:
@@ -318,7 +304,7 @@ def _integer(raw: Any, name: str, where: str) -> int:
         raise BenchError(f"{where}: field {name!r} is {raw!r}, expected a whole number >= 0")
     try:
         value = float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BenchError(f"{where}: field {name!r} is {raw!r}, expected a whole number >= 0") from None
     if not value.is_integer() or value < 0:
         raise BenchError(f"{where}: field {name!r} is {raw!r}, expected a whole number >= 0")
@@ -330,7 +316,7 @@ def _number(raw: Any, name: str, where: str) -> float:
         raise BenchError(f"{where}: field {name!r} is {raw!r}, expected a number >= 0")
     try:
         value = float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BenchError(f"{where}: field {name!r} is {raw!r}, expected a number >= 0") from None
     if math.isnan(value) or value < 0 or math.isinf(value):
         raise BenchError(f"{where}: field {name!r} is {raw!r}, expected a finite number >= 0")
@@ -338,14 +324,7 @@ def _number(raw: Any, name: str, where: str) -> float:
 
 
 def _read_sidecar(path: Path) -> RunResult:
-    text = _read_text(path)
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        truncated = " (truncated?)" if exc.pos >= len(text.rstrip()) else ""
-        raise BenchError(
-            f"{path}, line {exc.lineno} column {exc.colno}: invalid JSON{truncated}: {exc.msg}"
-        ) from None
+    document = read_json(path, "run histogram file (JSON)", BenchError)
     if not isinstance(document, dict):
         raise BenchError(f"{path}: expected a JSON object, got {type(document).__name__}")
     if document.get("format") != SIDECAR_FORMAT:

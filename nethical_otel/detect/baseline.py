@@ -13,17 +13,21 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nethical_otel import files
 from nethical_otel.errors import NethicalOtelError
-from nethical_otel.files import write_atomic
+from nethical_otel.files import read_json, write_atomic
 from nethical_otel.stats import LatencyHistogram, StatsError
 
 FORMAT = "nethical-otel-baselines"
 VERSION = 1
+# The latest creation time a baseline file may state: 9999-12-31T23:59:59Z, the last second a
+# datetime can show (`baseline show` prints it).
+MAX_CREATED_AT = 253402300799.0
 
 
 class BaselineError(NethicalOtelError):
@@ -90,19 +94,29 @@ class Baseline:
                 raise BaselineError(f"{where}: {name!r} has the wrong type")
             return value
 
+        def number(name: str, valid: Callable[[float], bool], expected: str) -> float:
+            raw = need(name, (int, float))
+            try:
+                value = float(raw)
+            except OverflowError:  # an integer beyond float range
+                value = math.inf
+            if not valid(value):  # NaN fails every comparison
+                raise BaselineError(f"{where}: {name!r} must be {expected} (got {raw!r})")
+            return value
+
         try:
             histogram = LatencyHistogram.from_dict(need("histogram", dict))
         except StatsError as exc:
             raise BaselineError(f"{where}: histogram: {exc}") from None
-        window_s = float(need("window_s", (int, float)))
-        if not window_s > 0:
-            raise BaselineError(f"{where}: 'window_s' must be > 0")
+        window_s = number("window_s", lambda v: 0 < v < math.inf, "> 0 and finite (seconds)")
         return cls(
             key=SeriesKey(need("service", str), need("action", str), need("cohort", str)),
             histogram=histogram,
             window_s=window_s,
             source=need("source", str),
-            created_at=float(need("created_at", (int, float))),
+            created_at=number(
+                "created_at", lambda v: 0 <= v <= MAX_CREATED_AT, "a Unix time in seconds, years 1970..9999"
+            ),
             version=need("version", str),
         )
 
@@ -129,7 +143,9 @@ class BaselineSet:
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write atomically. Refuses to replace an existing file unless ``overwrite``."""
-        path = check_writable(path, overwrite=overwrite)
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise BaselineError(f"{path} exists; pass --force (overwrite=True) to replace it")
         document = {"format": FORMAT, "version": VERSION, "baselines": [b.to_dict() for b in self]}
         write_atomic(path, json.dumps(document, indent=1) + "\n")
         return path
@@ -137,14 +153,7 @@ class BaselineSet:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BaselineSet:
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise BaselineError(f"cannot read baseline file {path}: {exc.strerror}") from None
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BaselineError(f"baseline file {path} is not valid JSON (line {exc.lineno})") from None
+        document = read_json(path, "baseline file (JSON)", BaselineError)
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise BaselineError(f"{path} is not a nethical-otel baseline file")
         if document.get("version") != VERSION:
@@ -157,8 +166,9 @@ class BaselineSet:
 
 
 def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
-    """``path``, unless it exists and may not be replaced (checked before any long work)."""
+    """``path``, unless it exists and may not be replaced, or cannot be written (checked before
+    any long work)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise BaselineError(f"{path} exists; pass --force (overwrite=True) to replace it")
-    return path
+    return files.check_writable(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -204,7 +205,7 @@ def test_compare_truncated_sidecar_and_missing_file(runs: Path, tmp_path: Path) 
     _one_line_error(
         run(tmp_path, "compare", "cut.csv", str(runs / "same.csv")),
         "cut.histogram.json",
-        "invalid JSON (truncated?)",
+        "not valid JSON (truncated?)",
     )
     _one_line_error(run(tmp_path, "compare", "nope.csv", str(runs / "same.csv")), "nope.csv", "no such file")
 
@@ -214,6 +215,29 @@ def test_load_bad_target_is_one_line(tmp_path: Path) -> None:
         run(tmp_path, "load", "--target", "nowhere_xyz:f", "--duration", "1", "-q"), "nowhere_xyz"
     )
     _one_line_error(run(tmp_path, "load", "--target", "a:b", "--url", "http://127.0.0.1:1", "-q"), "not both")
+
+
+@pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "progress"])
+def test_load_where_every_request_fails_exits_one_and_keeps_the_previous_results(
+    tmp_path: Path, quiet: bool
+) -> None:
+    write_run(make_run(), tmp_path / "run.csv")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound and never listening: every connection is refused
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        args = ("--url", url, "--duration", "1", "--rps", "20", "--agents", "2", "-o", "run.csv")
+        result = run(tmp_path, "load", *args, *(["-q"] if quiet else []))
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == (
+        f"nethical-otel: error: all 20 requests to POST {url} failed (ConnectError); "
+        "nothing written to run.csv"
+    )
+    if quiet:
+        assert len(lines) == 1 and result.stdout == ""
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_budget_command(runs: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 from nethical_otel.bench import history
 from nethical_otel.bench import results as results_module
 from nethical_otel.bench.results import BenchError, write_run
+from nethical_otel.errors import NethicalOtelError
 from tests.unit.test_bench_results import make_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -105,7 +106,7 @@ def test_add_is_atomic(tmp_path: Path, monkeypatch) -> None:
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(results_module.os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(NethicalOtelError, match="cannot write: Input/output error"):
         history.add(tmp_path / "results.csv", tmp_path / "h")
     assert list((tmp_path / "h").iterdir()) == []  # no partial file, no temporary left behind
 

@@ -19,6 +19,7 @@ from nethical_otel.bench.results import (
     sidecar_path,
     write_run,
 )
+from nethical_otel.errors import NethicalOtelError
 from nethical_otel.stats import LatencyHistogram
 
 
@@ -125,7 +126,7 @@ def test_not_utf8_and_missing_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda text: text[: len(text) // 2], "invalid JSON (truncated?)"),
+        (lambda text: text[: len(text) // 2], "not valid JSON (truncated?)"),
         (lambda text: text.replace('"version": 1', '"version": 9'), "field 'version' is 9"),
         (
             lambda text: text.replace('"format": "nethical-otel-run"', '"format": "x"'),
@@ -150,7 +151,7 @@ def test_truncated_json_names_line_and_column(tmp_path: Path) -> None:
     side = sidecar_path(tmp_path / "r.csv")
     lines = side.read_text().splitlines()
     side.write_text("\n".join(lines[:5]) + "\n")
-    with pytest.raises(BenchError, match=r"r\.histogram\.json, line \d+ column \d+: invalid JSON"):
+    with pytest.raises(BenchError, match=r"r\.histogram\.json, line \d+ column \d+: not valid JSON"):
         read_run(tmp_path / "r.csv")
 
 
@@ -181,7 +182,7 @@ def test_atomic_write_leaves_old_file_and_no_temp_on_failure(tmp_path: Path, mon
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(results_module.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(NethicalOtelError, match=r"out\.csv: cannot write: No space left on device"):
         atomic_write_text(path, "new\n")
     assert path.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]

@@ -110,7 +110,7 @@ def _mentioned_commands() -> dict[tuple[str, ...], set[str]]:
                 if not words or not _WORD.match(words[0]):
                     continue  # `nethical-otel --help`, `nethical-otel ...`, a bare name
                 path: tuple[str, ...] = (words[0],)
-                command = main.commands.get(words[0])
+                command = main.get_command(click.Context(main), words[0])  # loads lazy commands
                 if isinstance(command, click.Group) and len(words) > 1 and _WORD.match(words[1]):
                     path = (words[0], words[1])
                 found.setdefault(path, set()).add(_rel(doc))
