@@ -30,6 +30,26 @@ import yaml
 LOOPBACK = "127.0.0.1"
 
 
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.05):
+    """Poll ``condition`` until it returns something true (returned), or fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.1f} s waiting for {what}")
+
+
+def active_alerts(am_url: str, **labels: str) -> list[dict]:
+    """Alertmanager's active alerts whose labels include ``labels``; [] while it is down."""
+    try:
+        alerts = httpx.get(f"{am_url}/api/v2/alerts", timeout=5).json()
+    except httpx.HTTPError:
+        return []
+    return [a for a in alerts if all(a["labels"].get(k) == v for k, v in labels.items())]
+
+
 class ServerStartError(RuntimeError):
     """A server exited or did not become ready in time; the message ends with its log tail."""
 

@@ -186,14 +186,15 @@ class HistogramBridge:
         if metric is None:
             return collected
         resource_metrics = list(collected.resource_metrics) if collected else []
-        for i, rm in enumerate(resource_metrics):
-            if rm.resource == self.resource:
-                resource_metrics[i] = ResourceMetrics(
-                    resource=rm.resource,
-                    scope_metrics=_with_metric(rm.scope_metrics, metric),
-                    schema_url=rm.schema_url,
-                )
-                break
+        # A reader of one MeterProvider collects one resource: the provider's, which the SDK
+        # updates after fork(), so ours joins it rather than comparing to what we were given.
+        if resource_metrics:
+            rm = resource_metrics[0]
+            resource_metrics[0] = ResourceMetrics(
+                resource=rm.resource,
+                scope_metrics=_with_metric(rm.scope_metrics, metric),
+                schema_url=rm.schema_url,
+            )
         else:
             scope_metrics = _with_metric([], metric)
             resource_metrics.append(

@@ -218,4 +218,6 @@ class MetricsEndpoint:
         """In a forked child: drop the parent's socket (no thread serves it here), serve anew."""
         self._server.socket.close()
         self._shared.reset_after_fork()
+        if hasattr(self.sdk_registry, "_lock"):  # held if the parent forked mid-scrape
+            self.sdk_registry._lock = threading.Lock()
         self._server = self._serve(0)

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 import httpx
 import pytest
@@ -21,7 +20,14 @@ from nethical_otel.detect.agent import Agent
 from nethical_otel.detect.baseline import SeriesKey
 from nethical_otel.example import IntegratedGovernance
 from tests.load import SteadyLoad
-from tests.servers import free_port, start_alertmanager, start_prometheus, wait_for_query
+from tests.servers import (
+    active_alerts,
+    free_port,
+    start_alertmanager,
+    start_prometheus,
+    wait_for_query,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -32,24 +38,6 @@ FAST = {
     "detector_keep_firing_for_s": 3.0,
     "alert_resend_interval_s": 2.0,
 }
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.25):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-def active_alerts(am_url: str, **labels: str) -> list[dict]:
-    try:
-        alerts = httpx.get(f"{am_url}/api/v2/alerts", timeout=5).json()
-    except httpx.HTTPError:
-        return []
-    return [a for a in alerts if all(a["labels"].get(k) == v for k, v in labels.items())]
 
 
 def received(am_url: str, status: str) -> float:

@@ -13,36 +13,17 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
 
 import httpx
 import pytest
 
 from nethical_otel.detect.alerts import Alert, State
 from nethical_otel.detect.sinks import AlertmanagerSink
-from tests.servers import LOOPBACK, free_port, start_alertmanager
+from tests.servers import LOOPBACK, active_alerts, free_port, start_alertmanager, wait_until
 
 pytestmark = pytest.mark.integration
 
 NAME = "NethicalLatencyRegression"
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.1f} s waiting for {what}")
-
-
-def active_alerts(am_url: str, **labels: str) -> list[dict]:
-    try:
-        alerts = httpx.get(f"{am_url}/api/v2/alerts", timeout=2).json()
-    except httpx.HTTPError:
-        return []
-    return [a for a in alerts if all(a["labels"].get(k) == v for k, v in labels.items())]
 
 
 def am_metric(am_url: str, name: str, **labels: str) -> float:

@@ -12,13 +12,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from nethical_otel.detect.alerts import Alert, State
 from nethical_otel.detect.sinks import BACKOFF_MAX_S, AlertmanagerSink, WebhookSink, backoff_delay
+from tests.servers import wait_until
 
 SENDER_LOG = "nethical_otel.detect.sinks"
 
@@ -69,16 +70,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def alert(action: str, state: State = State.FIRING, **labels: object) -> Alert:
