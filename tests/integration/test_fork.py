@@ -6,7 +6,10 @@ service's (threads recording, a /metrics server, the embedded detector), not pyt
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -17,15 +20,23 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fork() is POSIX
 
 
 def run_script(source: str, timeout: float = 120) -> dict:
-    done = subprocess.run(
+    """Run ``source`` in its own session; whatever it forked is killed with it at the end."""
+    process = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(source)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         env={"PATH": "/usr/bin:/bin", "OTEL_TRACES_SAMPLER": "always_on"},
+        start_new_session=True,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # hung children too
+        process.wait()
+    assert process.returncode == 0, stderr[-3000:]
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def test_50_forks_while_3_threads_record_children_finish_within_2s() -> None:
