@@ -11,6 +11,7 @@ Temporality is cumulative (what Prometheus and ``prometheusremotewrite`` need).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from nethical_otel.stats import LatencyHistogram
+
+_log = logging.getLogger(__name__)
 
 DURATION_NAME = "nethical.action.duration"
 DURATION_DESCRIPTION = "Duration of instrumented actions (process_action and friends)."
@@ -159,6 +162,7 @@ class HistogramBridge:
         self.resource = resource
         self.layout = layout
         self._start_ns = time.time_ns()
+        self._failed = False
 
     def restart_after_fork(self) -> None:
         """A forked child's series start empty: their cumulative start time is now."""
@@ -209,6 +213,13 @@ class HistogramBridge:
             raise RuntimeError("attach the bridge after the reader is registered on a MeterProvider")
 
         def collect_with_histograms(metric_reader: MetricReader, timeout_millis: float = 10_000):
-            return self.merge_into(collect(metric_reader, timeout_millis=timeout_millis), exponential)
+            collected = collect(metric_reader, timeout_millis=timeout_millis)
+            try:
+                return self.merge_into(collected, exponential)
+            except Exception:  # the SDK's own metrics still go out
+                if not self._failed:
+                    self._failed = True
+                    _log.exception("nethical-otel: latency histograms left out of an export (logged once)")
+                return collected
 
         reader._collect = collect_with_histograms

@@ -64,6 +64,7 @@ class HistogramText:
         self.layout = layout
         self._le = [f'{floatToGoString(b)}"}} ' for b in layout.bounds] + ['+Inf"} ']
         self._labels: dict[int, tuple[SeriesRecorder, str]] = {}  # id(recorder) -> labels
+        self._failed = False
 
     def _labels_for(self, recorder: SeriesRecorder) -> str:
         found = self._labels.get(id(recorder))
@@ -75,17 +76,27 @@ class HistogramText:
         """The family in UTF-8 chunks, one per series (so a big scrape is never one big copy)."""
         head = f"# HELP {FAMILY} {DURATION_DESCRIPTION}\n# TYPE {FAMILY} histogram\n"
         yield (head + f"# UNIT {FAMILY} seconds\n" if openmetrics else head).encode()
-        le = self._le
         for recorder in self.registry.recorders():
-            hist = recorder.snapshot()
-            if not hist.count:
+            try:
+                chunk = self._series_text(recorder)
+            except Exception:  # one bad series must not cost the scrape the others
+                if not self._failed:
+                    self._failed = True
+                    _log.exception("nethical-otel: a series was left out of /metrics (logged once)")
                 continue
-            labels = self._labels_for(recorder)
-            bucket = f'{FAMILY}_bucket{{{labels},le="'
-            counts = self.layout.cumulative(hist)
-            lines = [f"{bucket}{b}{c}\n" for b, c in zip(le, counts, strict=True)]
-            lines.append(f"{FAMILY}_count{{{labels}}} {hist.count}\n{FAMILY}_sum{{{labels}}} {hist.sum!r}\n")
-            yield "".join(lines).encode()
+            if chunk:
+                yield chunk
+
+    def _series_text(self, recorder: SeriesRecorder) -> bytes:
+        hist = recorder.snapshot()
+        if not hist.count:
+            return b""
+        labels = self._labels_for(recorder)
+        bucket = f'{FAMILY}_bucket{{{labels},le="'
+        counts = self.layout.cumulative(hist)
+        lines = [f"{bucket}{b}{c}\n" for b, c in zip(self._le, counts, strict=True)]
+        lines.append(f"{FAMILY}_count{{{labels}}} {hist.count}\n{FAMILY}_sum{{{labels}}} {hist.sum!r}\n")
+        return "".join(lines).encode()
 
 
 class _Flight:

@@ -7,10 +7,13 @@ import threading
 import time
 import urllib.request
 
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+import nethical_otel
 from nethical_otel.telemetry.prometheus import SharedCollection
+from nethical_otel.telemetry.recorder import SeriesRecorder
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
 
@@ -103,3 +106,26 @@ def test_a_failing_collection_fails_its_waiters_and_the_next_one_recovers() -> N
         thread.join()
     assert errors == ["collector broke"] * 3
     assert shared.get(("text",)) == b"ok"
+
+
+class BrokenRecorder(SeriesRecorder):
+    __slots__ = ()
+
+    def snapshot(self):
+        raise RuntimeError("corrupt series")
+
+
+def test_a_failing_series_costs_neither_the_scrape_nor_the_export(make_telemetry, caplog) -> None:
+    reader = InMemoryMetricReader()
+    telemetry = make_telemetry(prometheus_enabled=True, prometheus_port=0, metric_readers=[reader])
+    nethical_otel.instrument(lambda: None, action="good")()
+    broken = BrokenRecorder({"nethical.action": "broken"}, None, 6)
+    telemetry.registry._series[("broken", None, None)] = broken
+    for _ in range(2):
+        body, _ = get(telemetry.prometheus_url)
+        assert list(durations(parse_text(body.decode())).values()) == [1]
+    # OTLP-style readers: the SDK's own metrics still go out, our histograms are left out.
+    data = reader.get_metrics_data()
+    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert "nethical.action.active" in names and "nethical.action.duration" not in names
+    assert sum("logged once" in r.getMessage() for r in caplog.records) == 2
