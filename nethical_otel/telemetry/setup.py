@@ -243,7 +243,8 @@ class Telemetry:
             _log.warning("nethical-otel: a global MeterProvider is already set; leaving it in place")
 
     def add_shutdown_hook(self, hook: Callable[[float], None]) -> None:
-        """Run ``hook(seconds_left)`` first thing in ``shutdown()`` (last added, first run)."""
+        """Run ``hook(seconds)`` first thing in ``shutdown()`` (last added, first run); it gets
+        at most half of the time left."""
         self._shutdown_hooks.append(hook)
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
@@ -273,8 +274,8 @@ class Telemetry:
         _LIVE.discard(self)
         while self._shutdown_hooks:
             hook = self._shutdown_hooks.pop()
-            try:
-                hook(max(0.0, deadline - time.monotonic()))
+            try:  # half of what is left at most: the exporters' flush gets its share too
+                hook(max(0.0, deadline - time.monotonic()) / 2)
             except Exception:
                 _log.exception("nethical-otel: a shutdown step failed; shutting down the rest")
         STATE.deactivate(self._pipeline)
