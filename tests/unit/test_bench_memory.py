@@ -25,7 +25,9 @@ def _lookup(key: int) -> str:
 
 
 def hog(agent_id):
-    _kept.append(b"x" * 100_000)  # 100 kB written per call: RSS must grow
+    # 250 kB written per call, 75 MB in all: RSS must grow by more than 20 MB even when the
+    # test process already holds freed memory from earlier tests that these bytes reuse.
+    _kept.append(b"x" * 250_000)
 
 
 def steady(agent_id):
