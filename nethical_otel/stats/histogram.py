@@ -207,13 +207,15 @@ class LatencyHistogram:
     def record_many(self, seconds: Sequence[float] | np.ndarray, *, errors: int = 0) -> None:
         """Add latencies (seconds); ``errors`` of them ended in an error.
 
-        All or nothing: a NaN or infinity raises ``ValueError`` and leaves the histogram as
-        it was. Runs in chunks that stay in cache, so the only full-size pass is the read.
+        All or nothing: a NaN or infinity, or ``errors`` outside ``0 .. len(seconds)``, raises
+        ``ValueError`` and leaves the histogram as it was. Runs in chunks that stay in cache,
+        so the only full-size pass is the read.
         """
         values = np.ascontiguousarray(seconds, dtype=np.float64).ravel()
         n = values.size
+        if not (_is_int(errors) and 0 <= errors <= n):
+            raise ValueError(f"errors must be an integer within 0..{n} (the values recorded), got {errors!r}")
         if n == 0:
-            self.errors += errors
             return
         mapping = _MAPPINGS[self.scale]
         scratch, ints = _scratch(mapping.dtype)

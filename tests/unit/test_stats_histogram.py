@@ -262,7 +262,7 @@ def test_subtract_rejects_a_snapshot_that_is_not_earlier(case: str) -> None:
     elif case == "new_bucket":
         older = LatencyHistogram.from_samples([5.0])
     elif case == "more_errors":
-        older = LatencyHistogram.from_samples([0.01], errors=2)
+        older = LatencyHistogram.from_samples([0.01, 0.02], errors=2)  # fewer calls, more errors
     else:
         older = LatencyHistogram.from_samples([0.01, 0.01])
     with pytest.raises(StatsError, match="counter reset"):
@@ -573,3 +573,22 @@ def test_downscaled_is_exact() -> None:
             LatencyHistogram.from_samples(values).downscaled(coarse),
             LatencyHistogram.from_samples(values, scale=coarse),
         )
+
+
+@pytest.mark.parametrize("errors", [-1, 201, 2.5, True, "3"])
+def test_record_many_rejects_errors_outside_0_to_count_and_keeps_the_histogram(errors) -> None:
+    hist = LatencyHistogram.from_samples([0.01] * 10, errors=3)
+    before = hist.to_dict()
+    with pytest.raises(ValueError, match=re.escape("errors must be an integer within 0..200")):
+        hist.record_many(np.full(200, 0.02), errors=errors)
+    assert hist.to_dict() == before
+
+
+def test_record_many_accepts_every_error_count_from_0_to_count() -> None:
+    hist = LatencyHistogram()
+    hist.record_many([0.01, 0.02], errors=2)
+    hist.record_many([], errors=0)
+    hist.record_many([0.03], errors=0)
+    assert (hist.count, hist.errors) == (3, 2)
+    with pytest.raises(ValueError):
+        hist.record_many([], errors=1)
