@@ -11,6 +11,7 @@ from nethical_otel.detect.baseline import Baseline, BaselineSet
 from nethical_otel.detect.detector import Detector, PolicyBook
 from nethical_otel.detect.sinks import AlertmanagerSink, LogSink, Sink, WebhookSink, read_secret
 from nethical_otel.detect.sources import Source
+from nethical_otel.stats.compare import load_scipy
 
 _log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def load_baselines(settings: Settings) -> BaselineSet:
 
 
 def build_detector(settings: Settings, source: Source) -> Detector:
+    load_scipy()  # now, before the service's traffic is being judged (see stats/compare.py)
     baselines = load_baselines(settings)
 
     def persist(_: Baseline) -> None:
