@@ -34,23 +34,13 @@ import pytest
 
 from nethical_otel.bench.results import write_run
 from nethical_otel.detect.baseline import Baseline, SeriesKey
+from tests.integration.test_bench_cli import _cli, _env
 from tests.unit.test_bench_results import make_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LINUX = sys.platform.startswith("linux") and Path("/proc/self").is_dir()
 BINARY = b"\xff\xfe\x00\x81\x9c binary \x00\xc3\x28"
 LONG = 30  # seconds (load, demo) a command would run for: it must fail long before
-
-
-def _cli() -> list[str]:
-    script = Path(sys.executable).parent / "nethical-otel"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "nethical_otel.cli"]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NETHICAL_OTEL_", "GITHUB_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return {**env, **extra}
 
 
 # -- the corpus ------------------------------------------------------------------------------
