@@ -28,7 +28,7 @@ from nethical_otel.stats import (
     evaluate,
     quantile_name,
 )
-from nethical_otel.stats.compare import SEVERITIES
+from nethical_otel.stats.policy import SEVERITIES
 
 Status = Literal["ok", "regression", "improvement", "not_significant", "inconclusive"]
 

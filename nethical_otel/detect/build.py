@@ -11,7 +11,9 @@ from nethical_otel.detect.baseline import Baseline, BaselineSet
 from nethical_otel.detect.detector import Detector, PolicyBook
 from nethical_otel.detect.sinks import AlertmanagerSink, LogSink, Sink, WebhookSink, read_secret
 from nethical_otel.detect.sources import Source
-from nethical_otel.stats.compare import load_scipy
+from nethical_otel.errors import ConfigError
+from nethical_otel.stats import StatsError
+from nethical_otel.stats.significance import load_scipy
 
 _log = logging.getLogger(__name__)
 
@@ -19,7 +21,10 @@ _log = logging.getLogger(__name__)
 def check_settings(settings: Settings) -> PolicyBook:
     """What ``load_settings`` cannot check alone: the policy (with its overrides) and the
     secret files. Raises ``ConfigError`` naming the key or file; prints no secret."""
-    policies = PolicyBook.from_mapping(settings.policy)
+    try:
+        policies = PolicyBook.from_mapping(settings.policy)
+    except StatsError as exc:
+        raise ConfigError(str(exc)) from None
     read_secret(None, settings.alertmanager_password_file, "alertmanager password")
     read_secret(None, settings.alertmanager_bearer_token_file, "alertmanager token")
     return policies
@@ -65,7 +70,7 @@ def load_baselines(settings: Settings) -> BaselineSet:
 
 
 def build_detector(settings: Settings, source: Source) -> Detector:
-    load_scipy()  # now, before the service's traffic is being judged (see stats/compare.py)
+    load_scipy()  # now, before the service's traffic is being judged (see stats/significance.py)
     baselines = load_baselines(settings)
 
     def persist(_: Baseline) -> None:

@@ -26,7 +26,8 @@ from nethical_otel.detect.baseline import Baseline, BaselineSet, SeriesKey
 from nethical_otel.detect.sinks import Sink
 from nethical_otel.detect.sources import Source, SourceError, Window
 from nethical_otel.errors import ConfigError, FailureLog, redact_text
-from nethical_otel.stats import Finding, Policy, StatsError, evaluate
+from nethical_otel.stats import Finding, Policy, evaluate
+from nethical_otel.stats.policy import PolicyBook
 
 _log = logging.getLogger(__name__)
 
@@ -35,62 +36,6 @@ ALERT_NAMES = {
     "throughput": "NethicalThroughputDrop",
 }
 LATENCY_ALERT = "NethicalLatencyRegression"
-_MATCH_KEYS = ("service", "action", "cohort")
-
-
-class PolicyBook:
-    """The default policy plus per-series overrides, most specific match wins.
-
-    YAML::
-
-        policy:
-          quantiles: {p95: {threshold: 0.15}}      # the default, as Policy.from_mapping
-          overrides:
-            - match: {action: generate}            # any of service / action / cohort
-              quantiles: {p95: {threshold: 0.25}}
-    """
-
-    def __init__(self, default: Policy, overrides: Sequence[tuple[dict[str, str], Policy]] = ()) -> None:
-        self.default = default
-        # More keys matched = more specific; stable order among equals keeps file order.
-        self._overrides = sorted(overrides, key=lambda o: -len(o[0]))
-        self._cache: dict[SeriesKey, Policy] = {}
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None, where: str = "policy") -> PolicyBook:
-        data = dict(data or {})
-        raw_overrides = data.pop("overrides", []) or []
-        try:
-            default = Policy.from_mapping(data, where=where)
-            if not isinstance(raw_overrides, list):
-                raise ConfigError(f"{where}.overrides: expected a list")
-            overrides = []
-            for i, item in enumerate(raw_overrides):
-                here = f"{where}.overrides[{i}]"
-                if not isinstance(item, Mapping) or not isinstance(item.get("match"), Mapping):
-                    raise ConfigError(f"{here}: expected a mapping with `match: {{action: ...}}`")
-                match = {str(k): str(v) for k, v in item["match"].items()}
-                unknown = set(match) - set(_MATCH_KEYS)
-                if unknown:
-                    raise ConfigError(
-                        f"{here}.match: unknown key {sorted(unknown)[0]!r} (service, action, cohort)"
-                    )
-                rest = {k: v for k, v in item.items() if k != "match"}
-                overrides.append((match, Policy.from_mapping({**data, **rest}, where=here)))
-        except StatsError as exc:
-            raise ConfigError(str(exc)) from None
-        return cls(default, overrides)
-
-    def policy_for(self, key: SeriesKey) -> Policy:
-        policy = self._cache.get(key)
-        if policy is None:
-            labels = key.labels()
-            policy = next(
-                (p for match, p in self._overrides if all(labels[k] == v for k, v in match.items())),
-                self.default,
-            )
-            self._cache[key] = policy
-        return policy
 
 
 @dataclass

@@ -1,20 +1,7 @@
-"""Latency statistics: the histogram type every part of nethical-otel shares, and the one
-implementation of "is the current run significantly slower than the baseline"."""
+"""Latency statistics: the histogram type every part of nethical-otel shares, the one
+implementation of "is the current run significantly slower than the baseline", and the one
+threshold policy."""
 
-from nethical_otel.stats.compare import (
-    DEFAULT_QUANTILE_RULES,
-    Comparison,
-    Finding,
-    Policy,
-    QuantileRule,
-    compare,
-    compare_error_rate,
-    compare_quantiles,
-    compare_throughput,
-    evaluate,
-    quantile_interval,
-    quantile_name,
-)
 from nethical_otel.stats.histogram import (
     DEFAULT_SCALE,
     ZERO_THRESHOLD,
@@ -25,6 +12,23 @@ from nethical_otel.stats.histogram import (
     merge_all,
     relative_accuracy,
 )
+from nethical_otel.stats.policy import (
+    DEFAULT_QUANTILE_RULES,
+    Finding,
+    Policy,
+    PolicyBook,
+    QuantileRule,
+    evaluate,
+)
+from nethical_otel.stats.significance import (
+    Comparison,
+    compare,
+    compare_error_rate,
+    compare_quantiles,
+    compare_throughput,
+    quantile_interval,
+    quantile_name,
+)
 
 __all__ = [
     "DEFAULT_QUANTILE_RULES",
@@ -34,6 +38,7 @@ __all__ = [
     "Finding",
     "LatencyHistogram",
     "Policy",
+    "PolicyBook",
     "QuantileRule",
     "StatsError",
     "compare",

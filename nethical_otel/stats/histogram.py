@@ -429,7 +429,7 @@ class LatencyHistogram:
 
         Exact bounds, not estimates: the edges of the bucket holding each order statistic,
         tightened by ``min``/``max``. ``hi / lo <= 2 ** (2 ** -scale)`` (1.09 % at scale 6)
-        outside the zero bucket. The significance tests in ``stats.compare`` use these.
+        outside the zero bucket. The significance tests in ``stats.significance`` use these.
         """
         ranks = np.asarray(ranks, dtype=np.float64)
         if self.count == 0:

@@ -153,7 +153,7 @@ def test_node_agents_limit_memory_first_and_route_by_service() -> None:
 def test_detector_settings_load_and_spell_out_the_default_policy(tmp_path: Path) -> None:
     from nethical_otel.config import load_settings
     from nethical_otel.detect.detector import PolicyBook
-    from nethical_otel.stats.compare import Policy
+    from nethical_otel.stats import Policy
 
     settings_file = tmp_path / "config.yaml"
     settings_file.write_text(_resource("ConfigMap", "nethical-agent-config")["data"]["config.yaml"],

@@ -16,7 +16,7 @@ from nethical_otel.detect.baseline import Baseline, BaselineError, BaselineSet, 
 from nethical_otel.detect.detector import Detector, PolicyBook
 from nethical_otel.detect.sources import RollingWindows, Window
 from nethical_otel.errors import ConfigError
-from nethical_otel.stats import LatencyHistogram
+from nethical_otel.stats import LatencyHistogram, StatsError
 
 KEY = SeriesKey("governance", "query", "control")
 LABELS = {"alertname": "NethicalLatencyRegression", "service": "governance"}
@@ -188,8 +188,8 @@ def test_policy_overrides_most_specific_wins():
         ({"nonsense": 1}, "nonsense"),
     ],
 )
-def test_bad_policy_is_a_config_error(policy, message):
-    with pytest.raises(ConfigError, match=message):
+def test_bad_policy_is_a_stats_error(policy, message):
+    with pytest.raises(StatsError, match=message):
         PolicyBook.from_mapping(policy)
 
 

@@ -40,19 +40,17 @@ when the request counts are known, a plain threshold otherwise.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from nethical_otel.stats.histogram import LatencyHistogram, StatsError
 
 Verdict = Literal["ok", "regression", "improvement", "inconclusive"]
-SEVERITIES = ("info", "warning", "critical")
 DEFAULT_CONFIDENCE = 0.99
 DEFAULT_MIN_SAMPLES = 100
 
@@ -520,224 +518,6 @@ def compare_throughput(
     )
 
 
-# -- policy --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QuantileRule:
-    """Alert when quantile ``quantile`` rises by more than ``threshold`` (0.15 = 15 %)."""
-
-    quantile: float
-    threshold: float
-    severity: str = "warning"
-
-    @property
-    def name(self) -> str:
-        return quantile_name(self.quantile)
-
-
-DEFAULT_QUANTILE_RULES = (
-    QuantileRule(0.50, 0.10, "warning"),
-    QuantileRule(0.95, 0.15, "warning"),
-    QuantileRule(0.99, 0.20, "info"),
-)
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Thresholds and severities; the defaults are the regression guide's (DESIGN.md).
-
-    p50 +10 % warning, p95 +15 % warning, p99 +20 % info, error rate +1 percentage point
-    critical, throughput -30 % warning; 99 % confidence, at least 100 observations a side.
-    """
-
-    quantiles: tuple[QuantileRule, ...] = DEFAULT_QUANTILE_RULES
-    error_rate_pp: float = 1.0
-    error_rate_severity: str = "critical"
-    throughput_drop: float = 0.30
-    throughput_severity: str = "warning"
-    confidence: float = DEFAULT_CONFIDENCE
-    min_samples: int = DEFAULT_MIN_SAMPLES
-    _qs: np.ndarray = field(init=False, repr=False, compare=False)
-    _thresholds: np.ndarray = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "quantiles", tuple(self.quantiles))
-        names = [rule.name for rule in self.quantiles]
-        if len(set(names)) != len(names):
-            raise StatsError(f"policy: quantile rules repeat a quantile: {names}")
-        for rule in self.quantiles:
-            if not 0 < rule.quantile < 1:
-                raise StatsError(f"policy: {rule.name}: quantile must be strictly between 0 and 1")
-            if not (math.isfinite(rule.threshold) and rule.threshold >= 0):
-                raise StatsError(f"policy: {rule.name}: threshold must be >= 0, got {rule.threshold!r}")
-            _check_severity(rule.severity, f"policy: {rule.name}: severity")
-        _check_severity(self.error_rate_severity, "policy: error_rate severity")
-        _check_severity(self.throughput_severity, "policy: throughput severity")
-        if not (math.isfinite(self.error_rate_pp) and self.error_rate_pp >= 0):
-            raise StatsError(f"policy: error_rate threshold_pp must be >= 0, got {self.error_rate_pp!r}")
-        if not 0 <= self.throughput_drop < 1:
-            raise StatsError(f"policy: throughput drop must be in [0, 1), got {self.throughput_drop!r}")
-        if not 0.5 <= self.confidence < 1:
-            raise StatsError(f"policy: confidence must be in [0.5, 1), got {self.confidence!r}")
-        min_samples = self.min_samples
-        if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
-            raise StatsError(f"policy: min_samples must be an integer >= 1, got {self.min_samples!r}")
-        # Kept as arrays so evaluate() does no per-call conversion.
-        object.__setattr__(self, "_qs", np.array([r.quantile for r in self.quantiles], dtype=float))
-        object.__setattr__(self, "_thresholds", np.array([r.threshold for r in self.quantiles], dtype=float))
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None, *, where: str = "policy") -> Policy:
-        """A policy from a config mapping; anything left out keeps its default.
-
-        Layout (every key optional)::
-
-            quantiles: {p50: {threshold: 0.10, severity: warning}, p99: null, p99.9: {threshold: 0.5}}
-            error_rate: {threshold_pp: 1.0, severity: critical}
-            throughput: {drop: 0.30, severity: warning}
-            confidence: 0.99
-            min_samples: 100
-
-        Quantile rules merge by name over the defaults; ``null`` removes one. Raises
-        ``StatsError`` naming ``where`` and the key on any unknown key or bad value.
-        """
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise StatsError(f"{where}: expected a mapping, got {type(data).__name__}")
-        _only_keys(data, {"quantiles", "error_rate", "throughput", "confidence", "min_samples"}, where)
-        changes: dict[str, Any] = {}
-        if "quantiles" in data:
-            rules = {rule.name: rule for rule in DEFAULT_QUANTILE_RULES}
-            given = data["quantiles"]
-            if not isinstance(given, Mapping):
-                raise StatsError(f"{where}.quantiles: expected a mapping like {{p95: {{threshold: 0.15}}}}")
-            for key, spec in given.items():
-                q = _parse_quantile_name(str(key), f"{where}.quantiles")
-                name = quantile_name(q)
-                if spec is None:
-                    rules.pop(name, None)
-                    continue
-                if not isinstance(spec, Mapping):
-                    raise StatsError(f"{where}.quantiles.{key}: expected {{threshold: ..., severity: ...}}")
-                _only_keys(spec, {"threshold", "severity"}, f"{where}.quantiles.{key}")
-                old = rules.get(name, QuantileRule(q, 0.0))
-                rules[name] = QuantileRule(
-                    q,
-                    _number(spec.get("threshold", old.threshold), f"{where}.quantiles.{key}.threshold"),
-                    str(spec.get("severity", old.severity)),
-                )
-            changes["quantiles"] = tuple(sorted(rules.values(), key=lambda r: r.quantile))
-        sections = {
-            "error_rate": {"threshold_pp": "error_rate_pp", "severity": "error_rate_severity"},
-            "throughput": {"drop": "throughput_drop", "severity": "throughput_severity"},
-        }
-        for key, attrs in sections.items():
-            if key not in data:
-                continue
-            spec = data[key]
-            if not isinstance(spec, Mapping):
-                raise StatsError(f"{where}.{key}: expected a mapping with {sorted(attrs)}")
-            _only_keys(spec, set(attrs), f"{where}.{key}")
-            for sub, attr in attrs.items():
-                if sub in spec:
-                    value, path = spec[sub], f"{where}.{key}.{sub}"
-                    changes[attr] = str(value) if sub == "severity" else _number(value, path)
-        if "confidence" in data:
-            changes["confidence"] = _number(data["confidence"], f"{where}.confidence")
-        if "min_samples" in data:
-            value = data["min_samples"]
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise StatsError(f"{where}.min_samples: expected an integer, got {value!r}")
-            changes["min_samples"] = value
-        try:
-            return cls(**changes)
-        except StatsError as exc:
-            raise StatsError(str(exc).replace("policy:", f"{where}:", 1)) from None
-
-    def replace(self, **changes: Any) -> Policy:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One metric's comparison under a policy, with the severity the policy gives it."""
-
-    metric: str
-    severity: str
-    comparison: Comparison
-
-    @property
-    def verdict(self) -> Verdict:
-        return self.comparison.verdict
-
-    @property
-    def regressed(self) -> bool:
-        return self.comparison.verdict == "regression"
-
-
-def evaluate(
-    policy: Policy,
-    baseline_hist: LatencyHistogram,
-    current_hist: LatencyHistogram,
-    baseline_rps: float | None = None,
-    current_rps: float | None = None,
-) -> list[Finding]:
-    """Every statistic the policy names, compared: one ``Finding`` per quantile rule, one
-    for the error rate, and one for throughput when both rates are given.
-
-    Findings come back whatever their verdict (the alert state machine needs "ok" to
-    resolve); ``[f for f in findings if f.regressed]`` are the alerts. Throughput is tested
-    for significance with the histograms' counts, so each rate must be measured over the
-    same window as its histogram.
-    """
-    findings = []
-    if policy.quantiles:
-        comparisons = compare_quantiles(
-            baseline_hist,
-            current_hist,
-            policy._qs,
-            policy._thresholds,
-            confidence=policy.confidence,
-            min_samples=policy.min_samples,
-        )
-        findings = [
-            Finding(rule.name, rule.severity, comparison)
-            for rule, comparison in zip(policy.quantiles, comparisons, strict=True)
-        ]
-    findings.append(
-        Finding(
-            "error_rate",
-            policy.error_rate_severity,
-            compare_error_rate(
-                baseline_hist,
-                current_hist,
-                policy.error_rate_pp,
-                policy.confidence,
-                min_samples=policy.min_samples,
-            ),
-        )
-    )
-    if baseline_rps is not None and current_rps is not None:
-        findings.append(
-            Finding(
-                "throughput",
-                policy.throughput_severity,
-                compare_throughput(
-                    baseline_rps,
-                    current_rps,
-                    policy.throughput_drop,
-                    baseline_count=baseline_hist.count,
-                    current_count=current_hist.count,
-                    confidence=policy.confidence,
-                ),
-            )
-        )
-    return findings
-
-
 # -- helpers -------------------------------------------------------------------------------
 
 
@@ -771,33 +551,3 @@ def _too_few(n_base: int, n_cur: int, min_samples: int) -> str:
 def _check_confidence(confidence: float) -> None:
     if not 0.5 <= confidence < 1:
         raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
-
-
-def _check_severity(severity: str, where: str) -> None:
-    if severity not in SEVERITIES:
-        raise StatsError(f"{where} must be one of {', '.join(SEVERITIES)}, got {severity!r}")
-
-
-def _only_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(str(k) for k in data if k not in allowed)
-    if unknown:
-        raise StatsError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise StatsError(f"{where}: expected a number, got {value!r}")
-    return float(value)
-
-
-def _parse_quantile_name(key: str, where: str) -> float:
-    """``"p95" -> 0.95``, ``"p99.9" -> 0.999``."""
-    try:
-        if not key.startswith("p"):
-            raise ValueError
-        q = float(key[1:]) / 100
-    except ValueError:
-        raise StatsError(f"{where}: {key!r} is not a quantile name like p50, p95, p99.9") from None
-    if not 0 < q < 1:
-        raise StatsError(f"{where}: {key!r} is not a quantile between p0 and p100")
-    return q
