@@ -81,6 +81,11 @@ class Comparison:
     threshold: float
     confidence: float
     interval: Literal["ratio", "difference_pp", "none"] = "ratio"
+    # The smallest change this comparison would have caught (80 % power at ``confidence``),
+    # in the unit of ``threshold``: relative for quantiles and throughput (0.07 = 7 %),
+    # percentage points for the error rate. +inf when the data cannot bound it, NaN when
+    # not computed (too few observations).
+    mde: float = math.nan
 
     @property
     def difference(self) -> float:
