@@ -109,4 +109,4 @@ def test_scipy_loads_when_a_comparison_runs() -> None:
         evaluate(Policy(), a, b, 100.0, 100.0)
         """
     )
-    assert "scipy.stats" in modules and "scipy.special" in modules
+    assert "scipy.special" in modules

@@ -1,6 +1,6 @@
 """compare / compare_error_rate / compare_throughput / Policy / evaluate.
 
-The claims in ``stats.compare``'s docstring, checked by simulation with seeded generators:
+The claims in ``stats.significance``'s docstring, checked by simulation with seeded generators:
 real shifts are flagged, noise is not (false-positive rate at 99 % confidence), small
 samples are inconclusive, and the intervals cover the truth as often as they promise.
 """
@@ -27,6 +27,7 @@ from nethical_otel.stats import (
     quantile_interval,
     quantile_name,
 )
+from nethical_otel.stats.significance import min_count
 
 SIGMA = 0.5  # lognormal shape of the simulated service
 
@@ -76,19 +77,45 @@ def test_a_30_percent_speedup_is_an_improvement(kind: str) -> None:
     assert result.ci_high < 1
 
 
-@pytest.mark.parametrize("kind", ["lognormal", "pareto", "bimodal"])
-def test_noise_alone_does_not_page_anyone(kind: str) -> None:
-    """Same distribution, 200 seed pairs, 3 quantiles, at threshold 0 (significance alone):
-    the interval promises at most 0.5 % false regressions per comparison; with the policy
-    thresholds there are none at all."""
-    false_significant = false_regressions = 0
-    for seed in range(200):
-        base, current = hist(kind, 2_000, 2 * seed), hist(kind, 2_000, 2 * seed + 1)
-        for q, limit in ((0.5, 0.10), (0.95, 0.15), (0.99, 0.20)):
-            false_significant += compare(base, current, q, threshold=0.0).verdict == "regression"
-            false_regressions += compare(base, current, q, threshold=limit).verdict == "regression"
-    assert false_significant <= 6  # expected <= 3 of 600 at 0.5 %; the interval is conservative
-    assert false_regressions == 0
+def _aa_rates(kind: str, n: int, trials: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A/A over ``trials`` pairs: per quantile (p50, p95, p99), the share whose interval lies
+    above 1 (significance alone) and the share called "regression" at the default thresholds."""
+    rng = np.random.default_rng(seed)
+    above, flagged = np.zeros(3), np.zeros(3)
+    for _ in range(trials):
+        base = LatencyHistogram.from_samples(latencies(kind, n, rng))
+        current = LatencyHistogram.from_samples(latencies(kind, n, rng))
+        out = compare_quantiles(base, current, [0.5, 0.95, 0.99], [0.0, 0.0, 0.0])
+        above += [c.ci_low > 1 for c in out]
+        flagged += [c.ratio > 1 + limit and c.ci_low > 1 for c, limit in zip(out, (0.10, 0.15, 0.20))]
+    return above / trials, flagged / trials
+
+
+@pytest.mark.parametrize(("kind", "n"), [("lognormal", 600), ("pareto", 2_000), ("bimodal", 1_000)])
+def test_noise_alone_pages_at_the_promised_rate_not_below_it(kind: str, n: int) -> None:
+    """3,000 A/A pairs a shape: the 99 % interval lies above 1 in at most 0.5 % of them (a
+    one-sided error of a central interval), and in more than 0.1 %: the test is calibrated,
+    not one at a far stricter level (the old non-overlap of two intervals at sqrt(99 %) was at
+    ~0.001 % and fails the second bound). With the policy's thresholds: at most 0.5 %."""
+    above, flagged = _aa_rates(kind, n, 3_000, seed=n)
+    pooled = above.mean()  # 9,000 comparisons: the standard error at 0.5 % is 0.07 points
+    assert pooled <= 0.005 + 0.0015, above
+    assert pooled > 0.001, above
+    assert (above <= 0.0085).all(), above  # each quantile alone: 3,000 trials, 0.5 % + 2.5 se
+    assert (flagged <= 0.005).all(), flagged
+
+
+def test_power_is_that_of_the_raw_sample_bootstrap() -> None:
+    """Lognormal sigma=1, n=2,000 a side, p95 +30 %, threshold 15 %: the raw-sample percentile
+    bootstrap flags ~84 % of trials (benchmarks/power.py); the comparison before issue 10 flagged
+    40 %. At least 70 % of 200 seeded trials here."""
+    rng = np.random.default_rng(5)
+    flagged = 0
+    for _ in range(200):
+        base = LatencyHistogram.from_samples(rng.lognormal(math.log(0.01), 1.0, 2_000))
+        slow = LatencyHistogram.from_samples(rng.lognormal(math.log(0.01), 1.0, 2_000) * 1.3)
+        flagged += compare(base, slow, 0.95, 0.15).regressed
+    assert flagged >= 140
 
 
 def test_a_shift_just_inside_the_threshold_is_ok_even_when_significant() -> None:
@@ -98,11 +125,61 @@ def test_a_shift_just_inside_the_threshold_is_ok_even_when_significant() -> None
     assert result.verdict == "ok" and "within the 10% threshold" in result.reason
 
 
-def test_a_big_but_unproven_shift_is_ok_with_a_reason() -> None:
-    # 150 observations: p99 cannot be bounded from above, so nothing is significant there.
-    result = compare(hist("lognormal", 150, 1), hist("lognormal", 150, 2, factor=1.5), 0.99, 0.2)
-    assert result.ci_high == math.inf
+def test_a_big_shift_the_data_cannot_bound_is_inconclusive_not_ok() -> None:
+    # 300 baseline calls cannot bound their p99 from above at 99 % (needs 528).
+    result = compare(hist("lognormal", 300, 1), hist("lognormal", 300, 2, factor=1.5), 0.99, 0.2)
+    assert result.ci_low == 0 and result.mde == math.inf
+    assert result.verdict == "inconclusive" and "needs 528" in result.reason
+    # Within the threshold there is nothing to hold: ok.
+    calm = compare(hist("lognormal", 300, 1), hist("lognormal", 300, 3), 0.99, 0.5)
+    assert calm.verdict == "ok"
+
+
+@pytest.mark.parametrize(("q", "smallest"), [(0.5, 8), (0.95, 104), (0.99, 528)])
+def test_p95_and_p99_fire_as_soon_as_the_baseline_can_bound_them(q: float, smallest: int) -> None:
+    assert min_count(q) == smallest
+    assert q**smallest < 0.005 <= q ** (smallest - 1)
+    current = hist("lognormal", 300, 2, factor=3.0)  # a short current window, clearly slower
+    below = compare(hist("lognormal", smallest - 1, 1), current, q, 0.2, min_samples=1)
+    at = compare(hist("lognormal", smallest, 1), current, q, 0.2, min_samples=1)
+    assert below.verdict == "inconclusive" and below.ci_low == 0
+    assert at.verdict == "regression", at.reason
+
+
+def test_a_wide_shift_between_finite_bounds_is_ok_not_significantly() -> None:
+    result = compare(hist("pareto", 1_000, 1), hist("pareto", 1_000, 2, factor=1.25), 0.99, 0.2)
+    assert 0 < result.ci_low < 1 < result.ci_high < math.inf
     assert result.verdict == "ok" and "not significantly" in result.reason
+
+
+def test_the_point_estimate_is_not_quantised() -> None:
+    """The same draws, 10 % slower: the interpolated ratio is 1.10 within a few tenths of a
+    percent, above 1.10 in about half of the seeds (bucket-value estimates gave powers of
+    2 ** (1/64): 1.0915 or 1.1024, "regression" at an exact +10 % in 16 of 20 trials)."""
+    ratios = []
+    for seed in range(40):
+        x = latencies("lognormal", 20_000, np.random.default_rng(seed))
+        ratios.append(compare(LatencyHistogram.from_samples(x), LatencyHistogram.from_samples(x * 1.1), 0.5, 0.1).ratio)
+    ratios = np.array(ratios)
+    assert np.abs(ratios - 1.1).max() < 0.004
+    assert 10 <= (ratios > 1.1).sum() <= 30
+
+
+def test_the_minimum_detectable_effect_is_what_gets_caught() -> None:
+    """mde from an A/A comparison at n=2,000: a slowdown of that size is flagged in about
+    80 % of runs, one of half that size rarely; mde shrinks with n."""
+    rng = np.random.default_rng(9)
+
+    def sample(n: int, factor: float = 1.0) -> LatencyHistogram:
+        return LatencyHistogram.from_samples(rng.lognormal(math.log(0.01), 1.0, n) * factor)
+
+    mde = compare(sample(2_000), sample(2_000), 0.95, 0.15).mde
+    assert 0.15 < mde < 0.6
+    assert compare(sample(20_000), sample(20_000), 0.95, 0.15).mde < mde
+    caught = sum(compare(sample(2_000), sample(2_000, 1 + mde), 0.95, 0.15).regressed for _ in range(150))
+    half = sum(compare(sample(2_000), sample(2_000, 1 + mde / 2), 0.95, 0.15).regressed for _ in range(150))
+    assert 0.65 * 150 <= caught <= 0.95 * 150
+    assert half <= 0.35 * 150
 
 
 def test_small_samples_are_inconclusive() -> None:
@@ -137,15 +214,6 @@ def test_quantile_interval_ranks_follow_the_binomial() -> None:
     assert low[0] < h.quantile(0.9) < high[0]
 
 
-def test_ratio_interval_is_built_from_two_intervals_at_sqrt_confidence() -> None:
-    base, current = hist("bimodal", 4_000, 1), hist("bimodal", 4_000, 2, factor=1.1)
-    result = compare(base, current, 0.95, 0.1, confidence=0.98)
-    (b_low,), (b_high,) = quantile_interval(base, [0.95], math.sqrt(0.98))
-    (c_low,), (c_high,) = quantile_interval(current, [0.95], math.sqrt(0.98))
-    assert result.ci_low == pytest.approx(c_low / b_high)
-    assert result.ci_high == pytest.approx(c_high / b_low)
-
-
 def test_ratio_interval_covers_the_true_ratio() -> None:
     covered = 0
     for seed in range(100):
@@ -155,22 +223,6 @@ def test_ratio_interval_covers_the_true_ratio() -> None:
         result = compare(base, current, 0.95, 0.15)
         covered += result.ci_low <= 1.2 <= result.ci_high
     assert covered >= 97
-
-
-def test_bootstrap_agrees_with_the_binomial_interval() -> None:
-    base, slow = hist("lognormal", 5_000, 1), hist("lognormal", 5_000, 2, factor=1.3)
-    boot = compare(base, slow, 0.95, 0.15, method="bootstrap", resamples=500, rng=3)
-    exact = compare(base, slow, 0.95, 0.15)
-    assert boot.verdict == exact.verdict == "regression"
-    assert exact.ci_low <= boot.ci_low and boot.ci_high <= exact.ci_high  # the binomial box is wider
-    again = compare(base, slow, 0.95, 0.15, method="bootstrap", resamples=500, rng=3)
-    assert (again.ci_low, again.ci_high) == (boot.ci_low, boot.ci_high)  # seeded
-    quiet = [
-        compare(hist("lognormal", 2_000, s), hist("lognormal", 2_000, s + 500), 0.95, 0.0,
-                method="bootstrap", resamples=400, rng=s).verdict
-        for s in range(20)
-    ]  # fmt: skip
-    assert quiet.count("regression") <= 1
 
 
 def test_compare_quantiles_matches_compare_one_by_one() -> None:
@@ -190,8 +242,6 @@ def test_bad_arguments_raise() -> None:
         compare(base, base, 0.5, -0.1)
     with pytest.raises(ValueError, match="confidence"):
         compare(base, base, 0.5, 0.1, confidence=1.0)
-    with pytest.raises(ValueError, match="method"):
-        compare(base, base, 0.5, 0.1, method="magic")  # type: ignore[arg-type]
 
 
 def test_quantile_names() -> None:
