@@ -93,7 +93,7 @@ def _resampled_quantile(ordered: np.ndarray, q: float, rng: np.random.Generator)
     counts = rng.multinomial(inside, np.full(width, 1.0 / width))
     cumulative = below[:, None] + np.cumsum(counts, axis=1)
     rank = q * (n - 1)
-    lo = int(math.floor(rank))
+    lo = math.floor(rank)
     weight = rank - lo
     # The resample's order statistic of 0-based rank r is ordered[start + first j: cum[j] > r].
     at_lo = np.minimum((cumulative <= lo).sum(axis=1), width - 1)
@@ -155,8 +155,10 @@ def main() -> int:
                 cells = []
                 for i, q in enumerate(QS):
                     cells.append(
-                        "/".join(f"{rates[m][i] * 100:4.0f}" if factor > 1 else f"{rates[m][i] * 100:4.1f}"
-                                 for m in METHODS)
+                        "/".join(
+                            f"{rates[m][i] * 100:4.0f}" if factor > 1 else f"{rates[m][i] * 100:4.1f}"
+                            for m in METHODS
+                        )
                     )
                     name = f"{shape} n={n} p{q * 100:g}"
                     if factor == 1.0:
@@ -177,10 +179,12 @@ def main() -> int:
                 print(f"{shape:<17} {n:>6} {label:>5}  " + "  ".join(f"{c:>23}" for c in cells), flush=True)
                 if factor == 1.0:
                     alone = "  ".join(f"{r * 100:.2f} %" for r in rates["interval"])
-                    print(f"{'':<17} {'':>6} {'':>5}  interval alone (threshold 0), ours: {alone}  (promised <= 0.5 %)")
+                    print(f"{'':<30}interval alone (threshold 0), ours: {alone}  (promised <= 0.5 %)")
     print("\n* the bootstrap's own A/A rate in this cell is above 0.5 %: its power there is not comparable")
-    print(f"targets: A/A <= 0.5 % (ours) in every cell; power >= 0.9x the bootstrap's where it is >= 10 % "
-          f"(tolerance {slack:.0%})")
+    print(
+        f"targets: A/A <= 0.5 % (ours) in every cell; power >= 0.9x the bootstrap's where it is >= 10 % "
+        f"(tolerance {slack:.0%})"
+    )
     for line in missed:
         print("  MISSED", line)
     if not missed:

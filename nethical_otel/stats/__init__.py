@@ -2,16 +2,8 @@
 implementation of "is the current run significantly slower than the baseline", and the one
 threshold policy."""
 
-from nethical_otel.stats.histogram import (
-    DEFAULT_SCALE,
-    ZERO_THRESHOLD,
-    LatencyHistogram,
-    StatsError,
-    index_of,
-    lower_bound,
-    merge_all,
-    relative_accuracy,
-)
+from nethical_otel.stats.histogram import ZERO_THRESHOLD, LatencyHistogram, StatsError, merge_all
+from nethical_otel.stats.mapping import DEFAULT_SCALE, index_of, lower_bound, relative_accuracy
 from nethical_otel.stats.policy import (
     DEFAULT_QUANTILE_RULES,
     Finding,

@@ -70,7 +70,7 @@ from typing import Literal
 
 import numpy as np
 
-from nethical_otel.stats.histogram import LatencyHistogram, StatsError
+from nethical_otel.stats.histogram import LatencyHistogram
 
 Verdict = Literal["ok", "regression", "improvement", "inconclusive"]
 DEFAULT_CONFIDENCE = 0.99
@@ -343,10 +343,12 @@ def compare_quantiles(
             reason = _too_few(n_base, n_cur, min_samples)
         elif ratio > 1 + limit and low > 1:
             verdict = "regression"
-            reason = f"{name} rose {_size(ratio)} {change}, above the {limit:.0%} threshold; {interval} lies above 1"
+            reason = f"{name} rose {_size(ratio)} {change}, above the {limit:.0%} threshold; "
+            reason += f"{interval} lies above 1"
         elif ratio < 1 - limit and high < 1:
             verdict = "improvement"
-            reason = f"{name} fell {_size(ratio)} {change}, beyond the {limit:.0%} threshold; {interval} lies below 1"
+            reason = f"{name} fell {_size(ratio)} {change}, beyond the {limit:.0%} threshold; "
+            reason += f"{interval} lies below 1"
         elif ratio > 1 + limit and low == 0:
             verdict = "inconclusive"
             reason = (

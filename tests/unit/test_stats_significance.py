@@ -87,7 +87,7 @@ def _aa_rates(kind: str, n: int, trials: int, seed: int) -> tuple[np.ndarray, np
         current = LatencyHistogram.from_samples(latencies(kind, n, rng))
         out = compare_quantiles(base, current, [0.5, 0.95, 0.99], [0.0, 0.0, 0.0])
         above += [c.ci_low > 1 for c in out]
-        flagged += [c.ratio > 1 + limit and c.ci_low > 1 for c, limit in zip(out, (0.10, 0.15, 0.20))]
+        flagged += [c.ratio > 1 + limit and c.ci_low > 1 for c, limit in zip(out, (0.10, 0.15, 0.20), strict=True)]
     return above / trials, flagged / trials
 
 
@@ -159,7 +159,9 @@ def test_the_point_estimate_is_not_quantised() -> None:
     ratios = []
     for seed in range(40):
         x = latencies("lognormal", 20_000, np.random.default_rng(seed))
-        ratios.append(compare(LatencyHistogram.from_samples(x), LatencyHistogram.from_samples(x * 1.1), 0.5, 0.1).ratio)
+        ratios.append(
+            compare(LatencyHistogram.from_samples(x), LatencyHistogram.from_samples(x * 1.1), 0.5, 0.1).ratio
+        )
     ratios = np.array(ratios)
     assert np.abs(ratios - 1.1).max() < 0.004
     assert 10 <= (ratios > 1.1).sum() <= 30
