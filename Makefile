@@ -66,6 +66,10 @@ bench: install
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/detector.py
 	$(BIN)/python benchmarks/detection_quality.py
+	$(BIN)/python benchmarks/power.py
+	# Apache Otava pins numpy 2.2 and pulls database clients; its analysis needs numpy and scipy only.
+	$(BIN)/pip install --quiet --no-deps apache-otava==0.8.0
+	$(BIN)/python benchmarks/changepoints.py
 	$(BIN)/python benchmarks/loadgen.py
 	$(BIN)/python benchmarks/import_cost.py
 

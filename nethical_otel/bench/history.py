@@ -3,19 +3,11 @@
 ``add`` copies a run into ``DIR/benchmark_YYYYMMDD_HHMMSS.csv`` (the run's own start time,
 UTC) with its sidecar, atomically; ``load`` reads them back in time order.
 
-Change points: E-divisive means (Matteson & James 2014) with a Student t-test for
-significance, as Apache Otava (formerly Hunter) does it. Top-down, the split that maximises
-the energy-distance statistic over all current segments is kept when Welch's t-test between
-the two sides has ``p <= max_pvalue``; then, bottom-up, each change point is re-tested
-against its neighbours' segments and the weakest is dropped while it is not significant or
-moves the mean by less than ``min_magnitude``.
-
-Measured (``tests/unit/test_bench_history.py`` checks the first two): on pure noise (normal,
-3 % coefficient of variation) a series of 10 / 30 / 100 runs gets a false change point in
-0.3 / 1.7 / 0.7 % of trials with the default ``min_magnitude`` of 5 % (2 / 7 / 8 % without
-it: choosing the best split first biases the t-test toward significance). A 10 % shift with
-3 % noise is named at its first run in 68 % of series once 5 runs sit at the new level (25 %
-with 2); a 30 % shift in 60 % with 3 runs and 98 % with 4. Cost: O(n**2) per split, about 30 ms for 500 runs.
+Change points (``change_points``, for ``history detect`` and the plot) come from
+``nethical_otel.stats.changepoints``: sliding-window E-divisive means with Student's pooled
+t-test, as Apache Otava does it, plus outlier handling and a corrected final test; its
+docstring states what it guarantees and ``benchmarks/changepoints.py`` measures it against
+Otava itself.
 """
 
 from __future__ import annotations
@@ -25,15 +17,19 @@ import math
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from scipy import stats as sps
 
 from nethical_otel.bench.results import BenchError, RunResult, read_run, sidecar_path, write_run
 from nethical_otel.files import check_writable, write_atomic
+from nethical_otel.stats.changepoints import (
+    DEFAULT_MAX_PVALUE,
+    DEFAULT_MIN_MAGNITUDE,
+    ChangePoint,
+    detect,
+)
 
 HISTORY_PATTERN = re.compile(r"^benchmark_(\d{8})_(\d{6})(?:_(\d+))?\.csv$")
 # The series change points are looked for in, and how they are plotted.
@@ -43,9 +39,6 @@ METRICS: dict[str, str] = {
     "p99_latency_ms": "p99",
     "throughput_rps": "throughput",
 }
-DEFAULT_MAX_PVALUE = 0.001
-DEFAULT_MIN_MAGNITUDE = 0.05
-MIN_SEGMENT = 2
 
 
 # -- files ---------------------------------------------------------------------------------
@@ -104,109 +97,6 @@ def load(directory: str | os.PathLike[str]) -> list[RunResult]:
 # -- change points ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ChangePoint:
-    """The run at ``index`` starts a new level of ``metric``."""
-
-    metric: str
-    index: int
-    before: float  # mean of the segment before
-    after: float  # mean of the segment from ``index`` on
-    pvalue: float
-
-    @property
-    def change_pct(self) -> float:
-        return (self.after / self.before - 1) * 100 if self.before else math.inf
-
-
-def energy_split(values: np.ndarray, min_size: int = MIN_SEGMENT) -> tuple[int, float]:
-    """The split ``tau`` (values[:tau] | values[tau:]) maximising E-divisive's q-hat statistic.
-
-    q(tau) = m k / (m + k) * (2/(m k) sum|x - y| - 1/C(m,2) sum|x - x'| - 1/C(k,2) sum|y - y'|)
-    over both sides of the split (alpha = 1), from 2-D prefix sums of the distance matrix.
-    Returns ``(-1, -inf)`` when the series is too short to split.
-    """
-    n = values.size
-    if n < 2 * min_size:
-        return -1, -math.inf
-    distance = np.abs(values[:, None] - values[None, :])
-    prefix = np.zeros((n + 1, n + 1))
-    prefix[1:, 1:] = distance.cumsum(0).cumsum(1)
-    tau = np.arange(min_size, n - min_size + 1)
-    m, k = tau.astype(np.float64), (n - tau).astype(np.float64)
-    left = prefix[tau, tau]  # twice the sum over pairs within values[:tau]
-    between = prefix[tau, n] - left
-    right = prefix[n, n] - prefix[tau, n] - prefix[n, tau] + left
-    q = m * k / (m + k) * (2 * between / (m * k) - left / (m * (m - 1)) - right / (k * (k - 1)))
-    best = int(np.argmax(q))
-    return int(tau[best]), float(q[best])
-
-
-def _ttest(left: np.ndarray, right: np.ndarray) -> float:
-    """Two-sided Welch t-test p-value; two constant sides are 0 apart or 1 alike."""
-    scale = max(abs(left.mean()), abs(right.mean()), 1e-300)
-    if max(np.ptp(left), np.ptp(right)) <= 1e-12 * scale:  # both sides constant (up to rounding)
-        return 1.0 if abs(left.mean() - right.mean()) <= 1e-12 * scale else 0.0
-    # From the moments (as Otava does): no precision warning when one side is constant.
-    result = sps.ttest_ind_from_stats(
-        left.mean(), left.std(ddof=1), left.size, right.mean(), right.std(ddof=1), right.size, equal_var=False
-    )
-    return float(result.pvalue)
-
-
-def _magnitude(left: np.ndarray, right: np.ndarray) -> float:
-    before, after = left.mean(), right.mean()
-    return abs(after / before - 1) if before else math.inf
-
-
-def detect(
-    values: Sequence[float] | np.ndarray,
-    *,
-    max_pvalue: float = DEFAULT_MAX_PVALUE,
-    min_magnitude: float = DEFAULT_MIN_MAGNITUDE,
-    min_size: int = MIN_SEGMENT,
-) -> list[tuple[int, float]]:
-    """Change points of ``values``: ``[(index, pvalue)]``, index = first value of the new level.
-
-    NaN values (a run without that metric) are skipped; indices refer to ``values``.
-    """
-    raw = np.asarray(values, dtype=np.float64)
-    keep = np.flatnonzero(np.isfinite(raw))
-    series = raw[keep]
-    points: list[int] = []
-    segments = [(0, series.size)]
-    while True:  # top-down: strongest split first, stop when no segment splits significantly
-        candidates = []
-        for a, b in segments:
-            tau, q = energy_split(series[a:b], min_size)
-            if tau > 0:
-                candidates.append((q, a + tau, a, b))
-        accepted = None
-        for _, tau, a, b in sorted(candidates, reverse=True):
-            left, right = series[a:tau], series[tau:b]
-            if _ttest(left, right) <= max_pvalue and _magnitude(left, right) >= min_magnitude:
-                accepted = (tau, a, b)
-                break
-        if accepted is None:
-            break
-        tau, a, b = accepted
-        points.append(tau)
-        segments.remove((a, b))
-        segments += [(a, tau), (tau, b)]
-    points.sort()
-    while points:  # bottom-up: re-test each point between its neighbours, drop the weakest
-        edges = [0, *points, series.size]
-        scored = []
-        for j, tau in enumerate(points):
-            left, right = series[edges[j] : tau], series[tau : edges[j + 2]]
-            scored.append((_ttest(left, right), _magnitude(left, right), tau))
-        weakest = max(scored, key=lambda s: (s[0], -s[1]))
-        if weakest[0] <= max_pvalue and weakest[1] >= min_magnitude:
-            return [(int(keep[tau]), p) for p, _, tau in scored]
-        points.remove(weakest[2])
-    return []
-
-
 def change_points(
     runs: Sequence[RunResult],
     metrics: Sequence[str] = tuple(METRICS),
@@ -214,17 +104,11 @@ def change_points(
     max_pvalue: float = DEFAULT_MAX_PVALUE,
     min_magnitude: float = DEFAULT_MIN_MAGNITUDE,
 ) -> list[ChangePoint]:
-    """Change points of each metric column over ``runs`` (oldest first)."""
+    """Change points of each metric column over ``runs`` (oldest first); ``index`` names the run."""
     found = []
     for metric in metrics:
         values = np.array([_value(run, metric) for run in runs], dtype=np.float64)
-        points = detect(values, max_pvalue=max_pvalue, min_magnitude=min_magnitude)
-        edges = [0] + [i for i, _ in points] + [len(runs)]
-        for j, (index, pvalue) in enumerate(points):
-            before, after = values[edges[j] : index], values[index : edges[j + 2]]
-            found.append(
-                ChangePoint(metric, index, float(np.nanmean(before)), float(np.nanmean(after)), pvalue)
-            )
+        found += detect(values, metric=metric, max_pvalue=max_pvalue, min_magnitude=min_magnitude)
     return sorted(found, key=lambda c: (c.index, c.metric))
 
 

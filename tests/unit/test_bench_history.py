@@ -1,10 +1,12 @@
-"""History: atomic files, change points (E-divisive + t-test), the trend plot."""
+"""History: atomic files, change points named by run, the trend plot.
+
+The change-point algorithm itself: test_changepoints.py.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from nethical_otel.bench import history
@@ -14,63 +16,6 @@ from nethical_otel.errors import NethicalOtelError
 from tests.unit.test_bench_results import make_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-# -- change points ---------------------------------------------------------------------------
-
-
-def test_a_step_is_found_at_the_first_run_of_the_new_level() -> None:
-    rng = np.random.default_rng(3)
-    values = np.r_[rng.normal(20, 0.6, 15), rng.normal(26, 0.6, 8)]
-    points = history.detect(values)
-    assert [i for i, _ in points] == [15]
-    assert points[0][1] < 0.001
-
-
-def test_two_steps_are_both_found() -> None:
-    rng = np.random.default_rng(4)
-    values = np.r_[rng.normal(20, 0.5, 12), rng.normal(30, 0.5, 10), rng.normal(24, 0.5, 10)]
-    assert [i for i, _ in history.detect(values)] == [12, 22]
-
-
-def test_noise_has_few_false_change_points() -> None:
-    """The documented rate: ~1.7 % of 30-run noise series at the defaults; allow up to 4 %."""
-    rng = np.random.default_rng(5)
-    false = sum(bool(history.detect(rng.normal(100, 3, 30))) for _ in range(300))
-    assert false <= 12
-
-
-def test_a_thirty_percent_shift_is_found_with_four_runs() -> None:
-    rng = np.random.default_rng(6)
-    hits = sum(
-        any(i == 20 for i, _ in history.detect(np.r_[rng.normal(100, 3, 20), rng.normal(130, 3, 4)]))
-        for _ in range(100)
-    )
-    assert hits >= 93
-
-
-def test_constant_and_short_series() -> None:
-    assert history.detect([5.0] * 10) == []
-    assert history.detect([1.0, 2.0, 3.0]) == []
-    assert [i for i, _ in history.detect([5.0] * 6 + [9.0] * 6)] == [6]
-    assert [i for i, _ in history.detect([5.0] * 6 + [np.nan] + [9.0] * 6)] == [7]  # NaN skipped
-
-
-def test_energy_split_matches_brute_force() -> None:
-    rng = np.random.default_rng(8)
-    x = rng.normal(0, 1, 17)
-
-    def q(tau: int) -> float:
-        a, b = x[:tau], x[tau:]
-        m, k = len(a), len(b)
-        between = np.abs(a[:, None] - b[None, :]).mean()
-        within_a = np.abs(a[:, None] - a[None, :]).sum() / (m * (m - 1))
-        within_b = np.abs(b[:, None] - b[None, :]).sum() / (k * (k - 1))
-        return m * k / (m + k) * (2 * between - within_a - within_b)
-
-    tau, best = history.energy_split(x)
-    brute = max(range(2, 16), key=q)
-    assert tau == brute and best == pytest.approx(q(brute))
 
 
 # -- files -----------------------------------------------------------------------------------
