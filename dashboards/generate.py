@@ -6,6 +6,10 @@
 Edit this file, not the JSON: tests/integration/test_dashboards.py fails when they differ, and
 runs every query below against a real Prometheus fed by the real collector.
 
+Every threshold drawn (the policy lines of the ratio, throughput and error panels, the "too
+quiet" cut of the detection-power table) comes from ``nethical_otel.stats.Policy()``, the
+detector's default policy: change the policy, rerun this, commit the JSON.
+
 Queries read two sources, each with its own label names:
 - the service's histogram through the collector: ``nethical_action_duration_seconds_*`` with
   ``job`` (= service.name), ``nethical_action``, ``nethical_cohort``, ``error_type``;
@@ -27,12 +31,15 @@ from grafana_foundation_sdk.models.common import GraphThresholdsStyleMode, Legen
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
     DashboardLinkType,
+    DashboardRangeMapOptions,
     DataSourceRef,
     DataTransformerConfig,
     DynamicConfigValue,
     MatcherConfig,
+    RangeMap,
     Threshold,
     ThresholdsMode,
+    ValueMappingResult,
     VariableOption,
     VariableRefresh,
     VariableSort,
@@ -40,10 +47,16 @@ from grafana_foundation_sdk.models.dashboard import (
 from grafana_foundation_sdk.models.heatmap import HeatmapColorMode
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from nethical_otel.stats import Policy
+from nethical_otel.stats.policy import SEVERITIES
+from nethical_otel.stats.significance import MDE_POWER
+
 OUTPUT = Path(__file__).resolve().parent / "nethical-performance.json"
 UID = "nethical-performance"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
-QUANTILES = (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99"))
+POLICY = Policy()
+QUANTILES = tuple((rule.name, f"{rule.quantile:g}") for rule in POLICY.quantiles)
+SEVERITY_COLORS = {"info": "blue", "warning": "orange", "critical": "red"}
 
 # Selectors for the two label vocabularies (see the module docstring).
 SERVICE_SERIES = 'job=~"$service", nethical_action=~"$action", nethical_cohort=~"$cohort"'
@@ -61,6 +74,43 @@ def _dashed(name_regex: str) -> list:
         dashboard.DashboardFieldConfigSourceOverrides()
         .matcher(MatcherConfig(id_val="byRegexp", options=name_regex))
         .properties([DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]})])
+    ]
+
+
+def _policy_line(name_regex: str, severity: str) -> list:
+    """Overrides that draw series matching ``name_regex`` as dotted lines in the severity's colour."""
+    return [
+        dashboard.DashboardFieldConfigSourceOverrides()
+        .matcher(MatcherConfig(id_val="byRegexp", options=name_regex))
+        .properties([
+            DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dot", "dash": [0, 10]}),
+            DynamicConfigValue(id_val="color",
+                               value={"mode": "fixed", "fixedColor": SEVERITY_COLORS[severity]}),
+        ])
+    ]
+
+
+def _number(value: float) -> str:
+    """A policy bound in PromQL and text: 1.10, 0.70, 0.01, 1.125."""
+    text = f"{round(value, 9):.2f}"
+    return text if float(text) == round(value, 9) else repr(round(value, 9))
+
+
+def _percent(fraction: float) -> str:
+    return f"{round(fraction * 100, 6):g}%"
+
+
+def _ratio_steps() -> list[Threshold]:
+    """One threshold line per quantile rule at its ratio limit, in its severity's colour (the
+    most severe one where two rules share a line)."""
+    lines: dict[float, str] = {}
+    for rule in POLICY.quantiles:
+        shared = lines.get(rule.ratio_limit)
+        if shared is None or SEVERITIES.index(rule.severity) > SEVERITIES.index(shared):
+            lines[rule.ratio_limit] = rule.severity
+    return [Threshold(value=None, color="green")] + [
+        Threshold(value=float(_number(limit)), color=SEVERITY_COLORS[severity])
+        for limit, severity in sorted(lines.items())
     ]
 
 
@@ -94,6 +144,7 @@ def latency_panel() -> timeseries.Panel:
 
 
 def ratio_panel() -> timeseries.Panel:
+    lines = ", ".join(f"{r.name} {_number(r.ratio_limit)} ({r.severity})" for r in POLICY.quantiles)
     expr = (
         f"max by (quantile, cohort) (nethical_detector_ratio{{{AGENT_SERIES}}} "
         f"or on (service, action, cohort, quantile) nethical:action_duration_seconds:ratio{{{AGENT_SERIES}}})"
@@ -101,14 +152,11 @@ def ratio_panel() -> timeseries.Panel:
     return (
         timeseries.Panel()
         .title("Current / baseline per quantile")
-        .description("1.0 = as fast as the baseline. Policy lines: p50 1.10 and p95 1.15 (warning), "
-                     "p99 1.20 (info). From the detector agent; from the recording rules where it is absent.")
+        .description(f"1.0 = as fast as the baseline. Policy lines: {lines}. From the detector agent; "
+                     "from the recording rules where it is absent.")
         .unit("percentunit").height(8).span(12).legend(_legend())
         .with_target(_query(expr, "p{{quantile}} {{cohort}}", "A"))
-        .thresholds(dashboard.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps([
-            Threshold(value=None, color="green"), Threshold(value=1.10, color="orange"),
-            Threshold(value=1.20, color="red"),
-        ]))
+        .thresholds(dashboard.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(_ratio_steps()))
         .thresholds_style(GraphThresholdsStyleConfig().mode(GraphThresholdsStyleMode.DASHED))
     )
 
@@ -129,17 +177,20 @@ def heatmap_panel() -> heatmap.Panel:
 
 def throughput_panel() -> timeseries.Panel:
     by = "nethical_action, nethical_cohort"
+    floor = POLICY.throughput_floor
+    baseline = f"max by (action, cohort) (nethical_detector_baseline_requests_per_second{{{AGENT_SERIES}}})"
     return (
         timeseries.Panel()
         .title("Throughput")
-        .description("Calls per second, failed ones included; dashed: the detector's baseline rate.")
+        .description(f"Calls per second, failed ones included; dashed: the detector's baseline rate; "
+                     f"dotted: the policy's line, a drop below {_percent(floor)} of the baseline is a "
+                     f"{POLICY.throughput_severity}.")
         .unit("reqps").height(8).span(8).legend(_legend())
         .with_target(_query(f"sum by ({by}) (rate({DURATION}_count{{{SERVICE_SERIES}}}[$__rate_interval]))",
                             "{{nethical_action}} {{nethical_cohort}}", "A"))
-        .with_target(_query(
-            f"max by (action, cohort) (nethical_detector_baseline_requests_per_second{{{AGENT_SERIES}}})",
-            "{{action}} {{cohort}} baseline", "B"))
-        .overrides(_dashed(".* baseline"))
+        .with_target(_query(baseline, "{{action}} {{cohort}} baseline", "B"))
+        .with_target(_query(f"{baseline} * {_number(floor)}", "{{action}} {{cohort}} policy line", "C"))
+        .overrides(_dashed(".* baseline") + _policy_line(".* policy line", POLICY.throughput_severity))
     )
 
 
@@ -147,18 +198,21 @@ def error_panel() -> timeseries.Panel:
     by = "nethical_action, nethical_cohort"
     calls = f"sum by ({by}) (rate({DURATION}_count{{{SERVICE_SERIES}}}[$__rate_interval]))"
     failed = f'sum by ({by}) (rate({DURATION}_count{{{SERVICE_SERIES}, error_type!=""}}[$__rate_interval]))'
+    baseline = f"max by (action, cohort) (nethical_detector_baseline_error_ratio{{{AGENT_SERIES}}})"
+    points = POLICY.error_rate_pp
     return (
         timeseries.Panel()
         .title("Error rate")
-        .description("Share of calls that raised (error_type set); 0 when none did. Dashed: baseline. "
-                     "Policy: +1 percentage point is critical.")
+        .description(f"Share of calls that raised (error_type set); 0 when none did. Dashed: baseline; "
+                     f"dotted: the policy's line, +{points:g} percentage point{'' if points == 1 else 's'} "
+                     f"over the baseline is {POLICY.error_rate_severity}.")
         .unit("percentunit").height(8).span(8).legend(_legend())
         .with_target(_query(f"({failed} or 0 * {calls}) / {calls}",
                             "{{nethical_action}} {{nethical_cohort}}", "A"))
-        .with_target(_query(
-            f"max by (action, cohort) (nethical_detector_baseline_error_ratio{{{AGENT_SERIES}}})",
-            "{{action}} {{cohort}} baseline", "B"))
-        .overrides(_dashed(".* baseline"))
+        .with_target(_query(baseline, "{{action}} {{cohort}} baseline", "B"))
+        .with_target(_query(f"{baseline} + {_number(POLICY.error_rate_limit)}",
+                            "{{action}} {{cohort}} policy line", "C"))
+        .overrides(_dashed(".* baseline") + _policy_line(".* policy line", POLICY.error_rate_severity))
     )
 
 
@@ -237,6 +291,37 @@ def collector_panel() -> timeseries.Panel:
     )
 
 
+def quiet_series_panel() -> table.Panel:
+    """Series whose detector comparison could not catch a change of its threshold's size."""
+    by = "service, action, cohort, quantile"
+    gauge = "nethical_detector_min_detectable_effect_ratio"
+    expr = "sort_desc(" + " or ".join(
+        f'max by ({by}) ({gauge}{{{AGENT_SERIES}, quantile="{q}"}}) > {_number(rule.threshold)}'
+        for (_, q), rule in zip(QUANTILES, POLICY.quantiles, strict=True)
+    ) + ")"
+    thresholds = ", ".join(f"{rule.name} {_percent(rule.threshold)}" for rule in POLICY.quantiles)
+    return (
+        table.Panel()
+        .title("Detector: too quiet to prove a regression")
+        .description(
+            "Series whose last comparison could not have caught a slowdown of the policy's size: the "
+            f"smallest rise it would detect ({MDE_POWER:.0%} power at the policy's confidence; "
+            f"{gauge}) is above the threshold ({thresholds}; the default policy, a series with an "
+            "override has its own). Too few calls in the window or too noisy a baseline: lengthen "
+            "the detector window or accept that only larger changes alert. Empty: every series can "
+            "prove a regression of its threshold's size.")
+        .height(8).span(24).unit("percentunit").decimals(0)
+        .no_value("Every series can prove a regression of its threshold's size")
+        .mappings([RangeMap(options=DashboardRangeMapOptions(
+            from_val=1e9, to=None, result=ValueMappingResult(text="unbounded: too few calls")))])
+        .with_target(_query(expr, "", "A").instant().format(PromQueryFormat.TABLE))
+        .with_transformation(DataTransformerConfig(id_val="organize", options={
+            "excludeByName": {"Time": True},
+            "renameByName": {"Value": "smallest detectable rise"},
+        }))
+    )
+
+
 def _variable(name: str, label: str, query: str, *, multi: bool) -> dashboard.QueryVariable:
     variable = (
         dashboard.QueryVariable(name).label(label).datasource(DATASOURCE)
@@ -284,6 +369,7 @@ def build() -> dict:
         .with_row(dashboard.Row("Pipeline"))
         .with_panel(detector_panel())
         .with_panel(collector_panel())
+        .with_panel(quiet_series_panel())
     ).build()
     model = json.loads(json.dumps(board, cls=JSONEncoder))
     # Stable ids (Grafana would number them on import; links to ?viewPanel=N should not move).

@@ -242,15 +242,31 @@ def _print_summary(result, output: Path | None, side: Path | None) -> None:
 # -- compare ---------------------------------------------------------------------------------
 
 
+# The keys of a policy mapping (Policy.from_mapping's, plus PolicyBook's overrides).
+POLICY_KEYS = frozenset({"quantiles", "error_rate", "throughput", "confidence", "min_samples", "overrides"})
+
+
 def _policy(path: Path | None):
+    """The ``PolicyBook`` of a ``--policy`` file: the agent's ``policy:`` layout (a default
+    policy plus ``overrides``), either at the top of the file or under a top-level ``policy``
+    key, so the agent's own settings file works as it is (its other settings are ignored)."""
     from nethical_otel.files import read_yaml
-    from nethical_otel.stats import Policy, StatsError
+    from nethical_otel.stats import PolicyBook, StatsError
 
     if path is None:
-        return Policy()
+        return PolicyBook.from_mapping(None)
     data = read_yaml(path, "policy file (YAML)", BenchError)
+    where = str(path)
+    if isinstance(data, dict) and "policy" in data:
+        mixed = sorted(set(data) & POLICY_KEYS)
+        if mixed:
+            raise BenchError(
+                f"{path}: both a top-level `policy` (an agent settings file) and policy key {mixed[0]!r}; "
+                "put the thresholds under `policy:` or drop it"
+            )
+        data, where = data["policy"], f"{path}: policy"
     try:
-        return Policy.from_mapping(data, where=str(path))
+        return PolicyBook.from_mapping(data, where=where)
     except StatsError as exc:
         raise BenchError(str(exc)) from None
 
@@ -294,8 +310,20 @@ def _write_or_print(text: str, output: Path | None) -> None:
     "policy_file",
     type=PATH,
     metavar="FILE",
-    help="YAML thresholds: {quantiles: {p95: {threshold: 0.15, severity: warning}}, "
-    "error_rate: {threshold_pp: 1}, throughput: {drop: 0.3}, confidence: 0.99}.",
+    help="YAML thresholds, the agent's `policy` layout: {quantiles: {p95: {threshold: 0.15, "
+    "severity: warning}}, error_rate: {threshold_pp: 1}, throughput: {drop: 0.3}, confidence: 0.99, "
+    "overrides: [{match: {action: ...}, ...}]}; or the agent's settings file (its `policy:` key).",
+)
+@click.option(
+    "--service",
+    help="Service the runs measured, for the policy's overrides [default: none; overrides that "
+    "match a service do not apply].",
+)
+@click.option(
+    "--action",
+    "action_name",
+    help="Action the runs measured, for the policy's overrides [default: the name of the loaded "
+    "callable, e.g. process_action].",
 )
 @click.option(
     "--budget",
@@ -311,22 +339,27 @@ def _write_or_print(text: str, output: Path | None) -> None:
     show_default=True,
     help="Exit 1 on a regression of this severity or worse.",
 )
-def compare(baseline, current, fmt, output, policy_file, budget_file, fail_on) -> None:
+def compare(baseline, current, fmt, output, policy_file, service, action_name, budget_file, fail_on) -> None:
     """Compare two runs (CSV + histogram sidecar) under the threshold policy.
+
+    The policy is the detector's: the default, or --policy with its overrides, the one that
+    matches the series (--service, --action, and the run's cohort).
 
     Exit 0: no regression, or only ones below --fail-on (warnings, info). Exit 1: a failing
     condition (by default the error rate rose by more than 1 percentage point) or a budget
     exceeded. Exit 2: bad input.
     """
-    from nethical_otel.bench.compare import compare_runs
+    from nethical_otel.bench.compare import compare_runs, run_series
     from nethical_otel.bench.report import render
     from nethical_otel.bench.results import read_run
 
     if output is not None:
         check_writable(output)
-    policy = _policy(policy_file)
+    policies = _policy(policy_file)
     budget = _budget(budget_file)
-    result = compare_runs(read_run(baseline), read_run(current), policy, budget, fail_on)
+    base_run, current_run = read_run(baseline), read_run(current)
+    series = run_series(current_run, service, action_name)
+    result = compare_runs(base_run, current_run, policies, budget, fail_on, series)
     _write_or_print(render(result, fmt), output)
     if output is not None:
         verdict = "regression detected" if result.regressed else "no performance regression"

@@ -1,15 +1,21 @@
 """Compare two runs under the threshold policy: what the pull-request comment says.
 
-All statistics are ``nethical_otel.stats``': with both runs' histograms (the sidecars) the
-quantiles go through ``evaluate`` (distribution-free intervals: a change above the threshold
-but within noise is *not significant* and raises nothing). Without a histogram on either
-side the latency quantiles are compared as point estimates against the thresholds, and the
-result says so. Error rate and throughput are always tested, from the request and error
-counts in the CSV row (``compare_error_rate``, ``compare_throughput``).
+Every threshold and severity comes from the ``Policy`` (``nethical_otel.stats.policy``), the
+one the detector applies; given a ``PolicyBook`` (``--policy`` with per-series
+``overrides``), ``compare_runs`` takes the policy of the run's series (``RunSeries``).
+
+With both runs' histograms (the sidecars) everything goes through ``evaluate``
+(distribution-free intervals: a change above the threshold but within noise is *not
+significant* and raises nothing). Without a histogram on either side ``evaluate_points``
+judges the latency quantiles on point estimates against the same thresholds, and the result
+says so. Error rate and throughput are always tested, from the request and error counts.
 
 Outcome: every metric gets a status, ``regression`` ones carry the policy's severity, and
 ``failed`` is true when a regression is at least as severe as ``fail_on`` (default
 ``critical``: the error rate rose by more than 1 percentage point) or a budget is exceeded.
+Each tested comparison also carries its minimum detectable effect (``Comparison.mde``): the
+smallest change it would have caught, which the report shows so that "no regression" says
+how large a regression could still hide in the noise.
 """
 
 from __future__ import annotations
@@ -20,21 +26,47 @@ from typing import Literal
 
 from nethical_otel.bench.budget import Budget, BudgetCheck
 from nethical_otel.bench.results import RunResult
-from nethical_otel.stats import (
-    Comparison,
-    Policy,
-    compare_error_rate,
-    compare_throughput,
-    evaluate,
-    quantile_name,
-)
-from nethical_otel.stats.policy import SEVERITIES
+from nethical_otel.stats import Comparison, Finding, Policy, PolicyBook, evaluate, quantile_name
+from nethical_otel.stats.policy import SEVERITIES, evaluate_points
 
 Status = Literal["ok", "regression", "improvement", "not_significant", "inconclusive"]
 
 # The table rows the guide's comment always shows, whatever the policy tracks.
 TABLE_QUANTILES = (0.50, 0.95, 0.99)
 _CSV_QUANTILES = {0.50: "p50_latency_ms", 0.95: "p95_latency_ms", 0.99: "p99_latency_ms"}
+
+
+@dataclass(frozen=True)
+class RunSeries:
+    """The series a run measured, as a policy's ``overrides`` match it (``match:
+    {service, action, cohort}``). An empty value matches no override that names that key."""
+
+    service: str = ""
+    action: str = ""
+    cohort: str = ""
+
+    def labels(self) -> dict[str, str]:
+        return {"service": self.service, "action": self.action, "cohort": self.cohort}
+
+    def __str__(self) -> str:
+        return "/".join(part or "?" for part in (self.service, self.action)) + (
+            f"/{self.cohort}" if self.cohort else ""
+        )
+
+
+def run_series(result: RunResult, service: str | None = None, action: str | None = None) -> RunSeries:
+    """The series of ``result``: ``service`` and ``action`` when given, else what the run records.
+
+    A results file names its cohort and the target it loaded (``details["target"]``) but not a
+    service. The action defaults to the target callable's own name, which is the action name
+    ``@instrument`` gives it (``process_action`` for ``module:Class.process_action``); an
+    HTTP target names none.
+    """
+    if action is None:
+        target = str(result.details.get("target") or "")
+        module, sep, path = target.partition(":")
+        action = path.rsplit(".", 1)[-1] if sep and module and " " not in target else ""
+    return RunSeries(service or "", action, result.cohort or "")
 
 
 @dataclass(frozen=True)
@@ -68,6 +100,13 @@ class MetricChange:
     def change_pp(self) -> float:
         return self.current - self.baseline
 
+    @property
+    def mde(self) -> float:
+        """The smallest change this row's test would have caught (``Comparison.mde``: relative
+        for latency and throughput, percentage points for the error rate); +inf when the data
+        cannot bound it, NaN when not computed (point estimates and untracked rows included)."""
+        return self.comparison.mde if self.comparison is not None else math.nan
+
 
 @dataclass
 class RunComparison:
@@ -78,6 +117,7 @@ class RunComparison:
     policy: Policy
     fail_on: str = "critical"
     notes: list[str] = field(default_factory=list)
+    series: RunSeries = field(default_factory=RunSeries)
 
     @property
     def regressions(self) -> list[MetricChange]:
@@ -114,26 +154,45 @@ class RunComparison:
 def compare_runs(
     baseline: RunResult,
     current: RunResult,
-    policy: Policy | None = None,
+    policy: Policy | PolicyBook | None = None,
     budget: Budget | None = None,
     fail_on: str = "critical",
+    series: RunSeries | None = None,
 ) -> RunComparison:
-    """Apply ``policy`` (default: the guide's thresholds) and ``budget`` to two runs."""
+    """Apply ``policy`` (default: the guide's thresholds) and ``budget`` to two runs.
+
+    A ``PolicyBook`` gives the policy of ``series`` (default: ``run_series(current)``).
+    """
+    series = series or run_series(current)
+    if isinstance(policy, PolicyBook):
+        policy = policy.policy_for(series)
     policy = policy or Policy()
     if fail_on not in SEVERITIES:
         raise ValueError(f"fail_on must be one of {SEVERITIES}, got {fail_on!r}")
     notes = []
     if baseline.histogram is not None and current.histogram is not None:
-        metrics = _tested_metrics(baseline, current, policy)
+        findings = evaluate(
+            policy, baseline.histogram, current.histogram, baseline.throughput_rps, current.throughput_rps
+        )
     else:
         missing = [r.source or "a run" for r in (baseline, current) if r.histogram is None]
         notes.append(
             f"Point estimates only: no histogram sidecar for {' and '.join(f'`{m}`' for m in missing)}, "
             "so latency changes are compared with the thresholds without a significance test."
         )
-        metrics = _point_metrics(baseline, current, policy)
-    metrics.append(_error_rate(baseline, current, policy))
-    metrics.append(_throughput(baseline, current, policy))
+        findings = evaluate_points(
+            policy,
+            _csv_quantiles(baseline),
+            _csv_quantiles(current),
+            (_errors(baseline), baseline.requests),
+            (_errors(current), current.requests),
+            baseline.throughput_rps,
+            current.throughput_rps,
+        )
+    metrics = _latency_rows(baseline, current, findings)
+    by_metric = {f.metric: f for f in findings}
+    metrics.append(_row("error_rate", "Error Rate", "%", by_metric["error_rate"], 100.0))
+    metrics.append(_row("throughput", "Throughput", "req/s", by_metric["throughput"], 1.0))
     differences = [
         f"{name} {getattr(baseline, attr)!s} vs {getattr(current, attr)!s}"
         for name, attr in (
@@ -151,169 +210,80 @@ def compare_runs(
             "The runs were configured differently (" + "; ".join(differences) + "): compare with care."
         )
     checks = budget.check(current) if budget else []
-    return RunComparison(baseline, current, metrics, checks, policy, fail_on, notes)
+    return RunComparison(baseline, current, metrics, checks, policy, fail_on, notes, series)
 
 
 def _label(q: float) -> str:
     return quantile_name(q).upper() + " Latency"
 
 
-def _status(comparison: Comparison, threshold: float) -> Status:
+def _status(finding: Finding, tested: bool) -> Status:
     """The stats verdict, with "ok beyond the threshold" named for what it is: noise."""
-    if comparison.verdict != "ok":
-        return comparison.verdict
-    beyond = (
-        abs(comparison.difference * 100) > threshold
-        if comparison.interval == "difference_pp"
-        else (math.isfinite(comparison.ratio) and abs(comparison.ratio - 1) > threshold)
+    if finding.verdict != "ok":
+        return finding.verdict
+    return "not_significant" if tested and finding.beyond_threshold else "ok"
+
+
+def _row(key: str, label: str, unit: str, finding: Finding, scale: float) -> MetricChange:
+    """A row from a finding: its values times ``scale`` (s -> ms, fraction -> %)."""
+    c = finding.comparison
+    tested = c.interval != "none" and c.verdict != "inconclusive"
+    return MetricChange(
+        key,
+        label,
+        unit,
+        c.baseline_value * scale,
+        c.current_value * scale,
+        _status(finding, tested),
+        finding.severity,
+        c.threshold,
+        tested,
+        c.reason,
+        c,
     )
-    return "not_significant" if beyond else "ok"
 
 
-def _tested_metrics(baseline: RunResult, current: RunResult, policy: Policy) -> list[MetricChange]:
-    findings = [f for f in evaluate(policy, baseline.histogram, current.histogram) if f.comparison.quantile]
-    by_q = {f.comparison.quantile: f for f in findings}
+def _latency_rows(baseline: RunResult, current: RunResult, findings: list[Finding]) -> list[MetricChange]:
+    """One row per quantile the policy judges, plus the guide's p50/p95/p99 shown untracked."""
+    by_q = {f.comparison.quantile: f for f in findings if f.comparison.quantile is not None}
     rows = []
     for q in sorted(set(TABLE_QUANTILES) | set(by_q)):
-        finding = by_q.get(q)
+        name, finding = quantile_name(q), by_q.get(q)
         if finding is None:  # shown in the table, not tracked by the policy
-            base, cur = baseline.histogram.quantile(q) * 1e3, current.histogram.quantile(q) * 1e3
-            rows.append(
-                MetricChange(
-                    quantile_name(q),
-                    _label(q),
-                    "ms",
-                    base,
-                    cur,
-                    "ok",
-                    None,
-                    None,
-                    False,
-                    f"{quantile_name(q)} is not tracked by the policy",
-                )
-            )
-            continue
-        c = finding.comparison
-        rows.append(
-            MetricChange(
-                quantile_name(q),
-                _label(q),
-                "ms",
-                c.baseline_value * 1e3,
-                c.current_value * 1e3,
-                _status(c, c.threshold),
-                finding.severity,
-                c.threshold,
-                True,
-                c.reason,
-                c,
-            )
-        )
-    return rows
-
-
-def _point_metrics(baseline: RunResult, current: RunResult, policy: Policy) -> list[MetricChange]:
-    rules = {rule.quantile: rule for rule in policy.quantiles}
-    rows = []
-    for q in sorted(set(TABLE_QUANTILES) | set(rules)):
-        name, rule = quantile_name(q), rules.get(q)
-        column = _CSV_QUANTILES.get(q)
-        if column is None:
-            rows.append(
-                MetricChange(
-                    name,
-                    _label(q),
-                    "ms",
-                    math.nan,
-                    math.nan,
-                    "inconclusive",
-                    rule.severity,
-                    rule.threshold,
-                    False,
-                    f"{name} needs the histogram sidecars",
-                )
-            )
-            continue
-        base, cur = getattr(baseline, column), getattr(current, column)
-        ratio = cur / base if base > 0 else (1.0 if cur <= 0 else math.inf)
-        if rule is None:
-            status: Status = "ok"
+            base, cur = _quantile_ms(baseline, q), _quantile_ms(current, q)
             reason = f"{name} is not tracked by the policy"
-        elif ratio > 1 + rule.threshold:
-            status = "regression"
-            reason = (
-                f"{name} rose {(ratio - 1):+.1%} ({base:.3g} -> {cur:.3g} ms), "
-                f"above the {rule.threshold:.0%} threshold"
-            )
-        elif ratio < 1 - rule.threshold:
-            status = "improvement"
-            reason = f"{name} fell {(ratio - 1):+.1%} ({base:.3g} -> {cur:.3g} ms)"
-        else:
-            status = "ok"
-            reason = f"{name} changed {(ratio - 1):+.1%}, within the {rule.threshold:.0%} threshold"
-        rows.append(
-            MetricChange(
+            rows.append(MetricChange(name, _label(q), "ms", base, cur, "ok", None, None, False, reason))
+            continue
+        row = _row(name, _label(q), "ms", finding, 1e3)
+        point = finding.comparison.interval == "none"
+        if point and (math.isnan(row.baseline) or math.isnan(row.current)):  # not in the CSV row
+            row = MetricChange(
                 name,
-                _label(q),
+                row.label,
                 "ms",
-                base,
-                cur,
-                status,
-                rule.severity if rule else None,
-                rule.threshold if rule else None,
+                row.baseline,
+                row.current,
+                "inconclusive",
+                row.severity,
+                row.threshold,
                 False,
-                reason + " (point estimates)",
+                f"{name} needs the histogram sidecars",
+                row.comparison,
             )
-        )
+        rows.append(row)
     return rows
 
 
-def _error_rate(baseline: RunResult, current: RunResult, policy: Policy) -> MetricChange:
-    c = compare_error_rate(
-        (_errors(baseline), baseline.requests),
-        (_errors(current), current.requests),
-        policy.error_rate_pp,
-        policy.confidence,
-        min_samples=policy.min_samples,
-    )
-    return MetricChange(
-        "error_rate",
-        "Error Rate",
-        "%",
-        c.baseline_value * 100,
-        c.current_value * 100,
-        _status(c, policy.error_rate_pp),
-        policy.error_rate_severity,
-        policy.error_rate_pp,
-        c.verdict != "inconclusive",
-        c.reason,
-        c,
-    )
+def _csv_quantiles(result: RunResult) -> dict[float, float]:
+    """The CSV row's quantiles, seconds."""
+    return {q: getattr(result, column) / 1e3 for q, column in _CSV_QUANTILES.items()}
 
 
-def _throughput(baseline: RunResult, current: RunResult, policy: Policy) -> MetricChange:
-    c = compare_throughput(
-        baseline.throughput_rps,
-        current.throughput_rps,
-        policy.throughput_drop,
-        baseline_count=baseline.requests or None,
-        current_count=current.requests or None,
-        confidence=policy.confidence,
-    )
-    # A throughput *rise* is an improvement; only a drop is a regression (compare_throughput's verdicts).
-    return MetricChange(
-        "throughput",
-        "Throughput",
-        "req/s",
-        c.baseline_value,
-        c.current_value,
-        _status(c, policy.throughput_drop),
-        policy.throughput_severity,
-        policy.throughput_drop,
-        c.interval == "ratio",
-        c.reason,
-        c,
-    )
+def _quantile_ms(result: RunResult, q: float) -> float:
+    if result.histogram is not None:
+        return result.histogram.quantile(q) * 1e3
+    column = _CSV_QUANTILES.get(q)
+    return getattr(result, column) if column else math.nan
 
 
 def _errors(result: RunResult) -> int:

@@ -2,7 +2,8 @@
 
 The markdown is the regression guide's comment: a title that says whether anything
 regressed, the ``| Metric | Baseline | Current | Change |`` table, one line per breached
-threshold or budget, and the configuration footer. It starts with an HTML comment
+threshold or budget, how large a change the runs could have shown (the minimum detectable
+effect of each test), and the configuration footer. It starts with an HTML comment
 (``MARKER``) that the workflow uses to find and update its own comment instead of adding one
 per push.
 """
@@ -16,6 +17,7 @@ from typing import Any
 from nethical_otel.bench.budget import BudgetCheck
 from nethical_otel.bench.compare import MetricChange, RunComparison
 from nethical_otel.bench.results import RunResult
+from nethical_otel.stats.significance import MDE_POWER
 
 MARKER = "<!-- nethical-otel:performance-benchmark -->"
 FORMATS = ("markdown", "json", "text")
@@ -62,13 +64,32 @@ def change_text(m: MetricChange) -> str:
         change = "new"
     else:
         change = f"{m.change_pct:+.1f}%"
+    known = math.isfinite(m.baseline) and math.isfinite(m.current)
     suffix = {
         "regression": f" {_ICONS.get(m.severity or '', '⚠️')}",
         "improvement": " (improved)",
-        "not_significant": " (not significant)",
-        "inconclusive": " (too few samples)" if m.tested or m.unit != "ms" else " (inconclusive)",
+        "not_significant": " (not significant" + _would_show(m) + ")",
+        "inconclusive": " (too few samples)" if known else " (inconclusive)",
     }.get(m.status, "")
     return change + suffix
+
+
+def _would_show(m: MetricChange) -> str:
+    """``"; ≥ +41% would show"``: how large the change must be to be significant."""
+    if not math.isfinite(m.mde):
+        return ""
+    return f"; {mde_text(m, signed=True)} would show"
+
+
+def mde_text(m: MetricChange, *, signed: bool = False) -> str:
+    """A finite minimum detectable effect in the row's unit: ``≥ 7.5%``, ``≥ 0.45 pp``;
+    ``signed`` gives the direction that counts (``≥ +7.5%``, ``≤ -6%`` for throughput)."""
+    if m.unit == "%":
+        return f"≥ {'+' if signed else ''}{m.mde:.2f} pp"
+    size = f"{m.mde * 100:.1f}%" if m.mde < 0.1 else f"{m.mde * 100:.0f}%"
+    if not signed:
+        return f"≥ {size}"
+    return f"≤ -{size}" if m.unit == "req/s" else f"≥ +{size}"
 
 
 def breach_lines(comparison: RunComparison) -> list[str]:
@@ -126,6 +147,46 @@ def _sample_note(comparison: RunComparison) -> str | None:
     )
 
 
+def sensitivity_note(comparison: RunComparison) -> str | None:
+    """What the runs could have caught where nothing was flagged, from each test's minimum
+    detectable effect: "No regression; a slowdown of ≥ 7.5% at p50 ... would have been detected
+    at 99% confidence (80% power); too few calls to prove anything at p99". None when no
+    test computed one."""
+    slowdowns, others, blind_quantiles, blind = [], [], [], []
+    for m in table_rows(comparison):
+        if m.status == "regression" or math.isnan(m.mde):
+            continue
+        if math.isinf(m.mde):
+            if m.unit == "ms":
+                blind_quantiles.append(m.key)
+            else:
+                blind.append("about the error rate" if m.unit == "%" else "about throughput")
+        elif m.unit == "ms":
+            slowdowns.append(f"{mde_text(m)} at {m.key}")
+        elif m.unit == "%":
+            others.append(f"a rise in the error rate of {mde_text(m)}")
+        else:
+            others.append(f"a throughput drop of {mde_text(m)}")
+    if blind_quantiles:
+        blind.insert(0, f"at {_join(blind_quantiles, 'or')}")
+    if not (slowdowns or others or blind):
+        return None
+    phrases = ([f"a slowdown of {_join(slowdowns, 'or')}"] if slowdowns else []) + others
+    parts = []
+    if phrases:
+        level = f"{comparison.policy.confidence:.0%} confidence ({MDE_POWER:.0%} power)"
+        parts.append(f"{_join(phrases, 'or')} would have been detected at {level}")
+    if blind:
+        parts.append(f"too few calls to prove anything {_join(blind, 'or')}")
+    if comparison.regressions:
+        return "Where nothing was flagged, " + "; ".join(parts) + "."
+    return ("No regression; " if phrases else "No regression, but ") + "; ".join(parts) + "."
+
+
+def _join(items: list[str], word: str) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {word} " + items[-1]
+
+
 # -- formats ---------------------------------------------------------------------------------
 
 
@@ -148,7 +209,7 @@ def markdown(comparison: RunComparison) -> str:
     breaches = breach_lines(comparison)
     if breaches:
         lines += [f"- {line}" for line in breaches] + [""]
-    notes = [n for n in (_sample_note(comparison), *comparison.notes) if n]
+    notes = [n for n in (sensitivity_note(comparison), _sample_note(comparison), *comparison.notes) if n]
     for note in notes:
         lines += [f"> {note}", ""]
     lines += [
@@ -180,7 +241,7 @@ def text(comparison: RunComparison) -> str:
     for check in comparison.budget:
         if not check.exceeded:
             out.append(check.line())
-    for note in (_sample_note(comparison), *comparison.notes):
+    for note in (sensitivity_note(comparison), _sample_note(comparison), *comparison.notes):
         if note:
             out.append(note.replace("*", ""))
     out.append(
@@ -212,6 +273,8 @@ def to_json(comparison: RunComparison) -> dict[str, Any]:
             "interval": c.interval if c is not None and m.tested else None,
             "ci_low": clean(c.ci_low) if c is not None and m.tested else None,
             "ci_high": clean(c.ci_high) if c is not None and m.tested else None,
+            "mde": clean(m.mde),
+            "mde_unbounded": math.isinf(m.mde),
             "reason": m.reason,
         }
 
@@ -225,6 +288,8 @@ def to_json(comparison: RunComparison) -> dict[str, Any]:
         "fail_on": comparison.fail_on,
         "point_estimates_only": comparison.point_estimates_only,
         "confidence": comparison.policy.confidence,
+        "series": comparison.series.labels(),
+        "policy": comparison.policy.to_mapping(),
         "baseline": run(comparison.baseline),
         "current": run(comparison.current),
         "metrics": [metric(m) for m in table_rows(comparison)],

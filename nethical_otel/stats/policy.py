@@ -23,6 +23,8 @@ from nethical_otel.stats.significance import (
     DEFAULT_MIN_SAMPLES,
     Comparison,
     Verdict,
+    _pct,
+    _ratio,
     compare_error_rate,
     compare_quantiles,
     compare_throughput,
@@ -47,6 +49,11 @@ class QuantileRule:
     @property
     def name(self) -> str:
         return quantile_name(self.quantile)
+
+    @property
+    def ratio_limit(self) -> float:
+        """The current/baseline ratio above which the rule is breached (1.15 for +15 %)."""
+        return 1.0 + self.threshold
 
 
 DEFAULT_QUANTILE_RULES = (
@@ -173,6 +180,41 @@ class Policy:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def error_rate_limit(self) -> float:
+        """The rise of the error *fraction* beyond which the error-rate rule is breached (0.01
+        for 1 percentage point): what a Prometheus rule compares ``current - baseline`` with."""
+        return self.error_rate_pp / 100
+
+    @property
+    def throughput_floor(self) -> float:
+        """The current/baseline throughput ratio below which the rule is breached (0.70)."""
+        return 1.0 - self.throughput_drop
+
+    def describe(self) -> str:
+        """``"p50 +10 % warning, p95 +15 % warning, p99 +20 % info, error rate +1 pp critical,
+        throughput -30 % warning"``."""
+        rules = [f"{r.name} +{_percent(r.threshold)} {r.severity}" for r in self.quantiles]
+        rules.append(f"error rate +{self.error_rate_pp:g} pp {self.error_rate_severity}")
+        rules.append(f"throughput -{_percent(self.throughput_drop)} {self.throughput_severity}")
+        return ", ".join(rules)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """This policy in the layout of ``from_mapping``, every key spelled out, so that
+        ``Policy.from_mapping(p.to_mapping()) == p`` (a default quantile rule the policy
+        dropped appears as ``null``)."""
+        quantiles: dict[str, Any] = {rule.name: None for rule in DEFAULT_QUANTILE_RULES}
+        quantiles.update(
+            {rule.name: {"threshold": rule.threshold, "severity": rule.severity} for rule in self.quantiles}
+        )
+        return {
+            "quantiles": quantiles,
+            "error_rate": {"threshold_pp": self.error_rate_pp, "severity": self.error_rate_severity},
+            "throughput": {"drop": self.throughput_drop, "severity": self.throughput_severity},
+            "confidence": self.confidence,
+            "min_samples": self.min_samples,
+        }
+
 
 class PolicyBook:
     """The default policy plus per-series overrides, most specific match wins.
@@ -194,6 +236,10 @@ class PolicyBook:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, where: str = "policy") -> PolicyBook:
+        """A book from the layout above (without the ``policy:`` key); ``StatsError`` naming
+        ``where`` and the key on anything wrong."""
+        if data is not None and not isinstance(data, Mapping):
+            raise StatsError(f"{where}: expected a mapping, got {type(data).__name__}")
         data = dict(data or {})
         raw_overrides = data.pop("overrides", []) or []
         default = Policy.from_mapping(data, where=where)
@@ -243,6 +289,15 @@ class Finding:
     def regressed(self) -> bool:
         return self.comparison.verdict == "regression"
 
+    @property
+    def beyond_threshold(self) -> bool:
+        """The point estimate moved past the threshold, either way, significant or not (an
+        "ok" verdict beyond it is noise: a change the data cannot tell from chance)."""
+        c = self.comparison
+        if c.interval == "difference_pp":
+            return abs(c.difference * 100) > c.threshold
+        return math.isfinite(c.ratio) and abs(c.ratio - 1) > c.threshold
+
 
 def evaluate(
     policy: Policy,
@@ -273,19 +328,108 @@ def evaluate(
             Finding(rule.name, rule.severity, comparison)
             for rule, comparison in zip(policy.quantiles, comparisons, strict=True)
         ]
-    findings.append(
+    return findings + _rate_findings(
+        policy,
+        baseline_hist,
+        current_hist,
+        (baseline_hist.count, current_hist.count),
+        baseline_rps,
+        current_rps,
+    )
+
+
+def evaluate_points(
+    policy: Policy,
+    baseline_quantiles: Mapping[float, float],
+    current_quantiles: Mapping[float, float],
+    baseline_errors: tuple[int, int],
+    current_errors: tuple[int, int],
+    baseline_rps: float | None = None,
+    current_rps: float | None = None,
+) -> list[Finding]:
+    """``evaluate`` for summaries without histograms (a results row): quantiles (seconds, by
+    quantile) judged on point estimates alone; error rate (``(errors, total)`` pairs) and
+    throughput tested from the counts as ``evaluate`` does.
+
+    A quantile verdict here is the threshold alone: ``"regression"`` when the current value
+    exceeds ``baseline * (1 + threshold)``, ``"improvement"`` below ``1 - threshold``. There
+    is no interval (``interval == "none"``), so noise can pass for a change; whoever shows it
+    must say so. ``"inconclusive"`` when a quantile is missing on either side or either side
+    has fewer than ``min_samples`` calls.
+    """
+    base_by_name = {quantile_name(q): v for q, v in baseline_quantiles.items()}
+    cur_by_name = {quantile_name(q): v for q, v in current_quantiles.items()}
+    n_base, n_cur = int(baseline_errors[1]), int(current_errors[1])
+    findings = []
+    for rule in policy.quantiles:
+        name = rule.name
+        base = float(base_by_name.get(name, math.nan))
+        cur = float(cur_by_name.get(name, math.nan))
+        ratio = math.nan if math.isnan(base) or math.isnan(cur) else _ratio(cur, base)
+        limit = rule.threshold
+        change = f"({base * 1e3:.3g} -> {cur * 1e3:.3g} ms)"
+        verdict: Verdict
+        if math.isnan(ratio):
+            verdict, reason = "inconclusive", f"no point estimate of {name} on both sides"
+        elif n_base < policy.min_samples or n_cur < policy.min_samples:
+            verdict = "inconclusive"
+            reason = (
+                f"too few observations to judge: baseline {n_base}, current {n_cur}, "
+                f"need {policy.min_samples} each"
+            )
+        elif ratio > rule.ratio_limit:
+            verdict = "regression"
+            reason = f"{name} rose {_pct(ratio)} {change}, above the {limit:.0%} threshold"
+        elif ratio < 1 - limit:
+            verdict, reason = "improvement", f"{name} fell {_pct(ratio)} {change}"
+        else:
+            verdict = "ok"
+            reason = f"{name} changed {_pct(ratio)} {change}, within the {limit:.0%} threshold"
+        comparison = Comparison(
+            metric=name,
+            quantile=rule.quantile,
+            baseline_value=base,
+            current_value=cur,
+            ratio=ratio,
+            ci_low=math.nan,
+            ci_high=math.nan,
+            change_pct=(ratio - 1) * 100,
+            verdict=verdict,
+            n_baseline=n_base,
+            n_current=n_cur,
+            reason=reason if verdict == "inconclusive" else reason + " (point estimates, not tested)",
+            threshold=limit,
+            confidence=policy.confidence,
+            interval="none",
+        )
+        findings.append(Finding(name, rule.severity, comparison))
+    return findings + _rate_findings(
+        policy, baseline_errors, current_errors, (n_base, n_cur), baseline_rps, current_rps
+    )
+
+
+def _rate_findings(
+    policy: Policy,
+    baseline_sample: LatencyHistogram | tuple[int, int],
+    current_sample: LatencyHistogram | tuple[int, int],
+    counts: tuple[int, int],
+    baseline_rps: float | None,
+    current_rps: float | None,
+) -> list[Finding]:
+    """The error-rate finding, and the throughput one when both rates are given."""
+    findings = [
         Finding(
             "error_rate",
             policy.error_rate_severity,
             compare_error_rate(
-                baseline_hist,
-                current_hist,
+                baseline_sample,
+                current_sample,
                 policy.error_rate_pp,
                 policy.confidence,
                 min_samples=policy.min_samples,
             ),
         )
-    )
+    ]
     if baseline_rps is not None and current_rps is not None:
         findings.append(
             Finding(
@@ -295,8 +439,8 @@ def evaluate(
                     baseline_rps,
                     current_rps,
                     policy.throughput_drop,
-                    baseline_count=baseline_hist.count,
-                    current_count=current_hist.count,
+                    baseline_count=counts[0],
+                    current_count=counts[1],
                     confidence=policy.confidence,
                 ),
             )
@@ -304,20 +448,31 @@ def evaluate(
     return findings
 
 
+# -- helpers -------------------------------------------------------------------------------
 
-# -- helpers ---
+
+def _percent(fraction: float) -> str:
+    """``0.15 -> "15 %"``, ``0.125 -> "12.5 %"``."""
+    return f"{round(fraction * 100, 6):g} %"
+
 
 def _check_severity(severity: str, where: str) -> None:
     if severity not in SEVERITIES:
         raise StatsError(f"{where} must be one of {', '.join(SEVERITIES)}, got {severity!r}")
+
+
 def _only_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(str(k) for k in data if k not in allowed)
     if unknown:
         raise StatsError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
+
+
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise StatsError(f"{where}: expected a number, got {value!r}")
     return float(value)
+
+
 def _parse_quantile_name(key: str, where: str) -> float:
     """``"p95" -> 0.95``, ``"p99.9" -> 0.999``."""
     try:

@@ -39,10 +39,11 @@ Guarantees at the default ``confidence=0.99`` (``benchmarks/power.py``, tests in
   ``baseline * (1 + threshold)`` *and* the whole interval lies above 1. ``"improvement"``
   mirrors it. The point estimates interpolate inside buckets (``LatencyHistogram.quantiles``),
   so a threshold acts where it says.
-- **What could have been seen.** Every quantile comparison carries ``mde``: the slowdown that
-  would be flagged in 80 % of runs at these sample sizes (the point must clear the threshold
-  and the interval 1, with the log-ratio's standard error read off the interval); +inf when
-  the data cannot bound it.
+- **What could have been seen.** Every comparison carries ``mde``, the minimum detectable
+  effect: the change its interval would prove in 80 % of runs at these sample sizes (the
+  log-ratio's standard error read off the interval; Poisson counts for throughput, the
+  baseline's rate for errors). A series whose ``mde`` exceeds its threshold is too quiet for
+  the policy: a regression of the threshold's size would mostly go unproven.
 - **Cost.** One binomial CDF call per side over the buckets within 9 standard deviations of
   each quantile, one small convolution per quantile: about as much as the comparison it
   replaced (1.1x in one run, ``benchmarks/detector.py`` for absolute figures).
@@ -75,7 +76,7 @@ from nethical_otel.stats.histogram import LatencyHistogram
 Verdict = Literal["ok", "regression", "improvement", "inconclusive"]
 DEFAULT_CONFIDENCE = 0.99
 DEFAULT_MIN_SAMPLES = 100
-MDE_POWER = 0.8  # "would have been caught": in 80 % of runs, the convention of power analysis
+MDE_POWER = 0.8  # "would have been detected": in 80 % of runs, the convention of power analysis
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,11 @@ class Comparison:
     threshold: float
     confidence: float
     interval: Literal["ratio", "difference_pp", "none"] = "ratio"
-    # The smallest change this comparison would have caught (80 % power at ``confidence``),
-    # in the unit of ``threshold``: relative for quantiles and throughput (0.07 = 7 %),
-    # percentage points for the error rate. +inf when the data cannot bound it, NaN when
-    # not computed (too few observations).
+    # The minimum detectable effect: the smallest true change this comparison's interval
+    # would exclude "no change" for in 80 % of runs at its sample sizes and ``confidence``
+    # (significance alone; a regression also needs the threshold), in the unit of
+    # ``threshold``: relative for quantiles and throughput (0.07 = 7 %), percentage points
+    # for the error rate. +inf when the data cannot bound it, NaN when not computed.
     mde: float = math.nan
 
     @property
@@ -222,10 +224,20 @@ def _side_distribution(hist: LatencyHistogram, qs: np.ndarray) -> list[tuple[int
     masses = np.diff(cdf)
     out = []
     at = 0
-    for f, size in zip(first, sizes, strict=True):
-        # Below the window's first edge (and below the minimum) counts as 0; above its last as +inf.
-        out.append((offset + f, masses[at : at + size - 1], float(cdf[at]), 1.0 - float(cdf[at + size - 1])))
+    for f, s, size in zip(first, stop, sizes, strict=True):
+        mass = masses[at : at + size - 1].copy()
+        below, above = float(cdf[at]), 1.0 - float(cdf[at + size - 1])
         at += size
+        # Below the minimum (K = 0) and above the maximum (K = n) sit in the first and last
+        # bucket, as in the bootstrap, which can draw nothing beyond the sample. Mass cut off
+        # by the window (< 1e-18) and values in the zero bucket stay at 0 / +inf.
+        if f == 0 and hist.zero_count == 0:
+            mass[0] += below
+            below = 0.0
+        if s == edges.size:
+            mass[-1] += above
+            above = 0.0
+        out.append((offset + f, mass, below, above))
     return out
 
 
@@ -337,7 +349,7 @@ def compare_quantiles(
         limit = float(limits[i])
         change = f"({_ms(base_v)} -> {_ms(cur_v)})"
         interval = f"{level} [{low:.3f}, {_bound(high)}]"
-        mde = _mde(ratio, low, high, limit, z_alpha) if enough else math.nan
+        mde = _mde(ratio, low, high, z_alpha) if enough else math.nan
         if not enough:
             verdict: Verdict = "inconclusive"
             reason = _too_few(n_base, n_cur, min_samples)
@@ -349,17 +361,19 @@ def compare_quantiles(
             verdict = "improvement"
             reason = f"{name} fell {_size(ratio)} {change}, beyond the {limit:.0%} threshold; "
             reason += f"{interval} lies below 1"
-        elif ratio > 1 + limit and low == 0:
+        elif ratio > 1 + limit and float(q) ** n_base >= (1 - confidence) / 2:
             verdict = "inconclusive"
             reason = (
-                f"{name} rose {_size(ratio)} {change}, but {n_base} baseline calls cannot bound its "
-                f"{name} from above at {confidence:.0%} (needs {min_count(float(q), confidence)})"
+                f"{name} rose {_size(ratio)} {change}, not significantly ({interval} includes 1), "
+                f"and {n_base} baseline calls cannot bound their {name} at {confidence:.0%} "
+                f"(needs {min_count(float(q), confidence)})"
             )
-        elif ratio < 1 - limit and math.isinf(high):
+        elif ratio < 1 - limit and float(q) ** n_cur >= (1 - confidence) / 2:
             verdict = "inconclusive"
             reason = (
-                f"{name} fell {_size(ratio)} {change}, but {n_cur} current calls cannot bound its "
-                f"{name} from above at {confidence:.0%} (needs {min_count(float(q), confidence)})"
+                f"{name} fell {_size(ratio)} {change}, not significantly ({interval} includes 1), "
+                f"and {n_cur} current calls cannot bound their {name} at {confidence:.0%} "
+                f"(needs {min_count(float(q), confidence)})"
             )
         else:
             verdict = "ok"
@@ -396,16 +410,16 @@ def min_count(q: float, confidence: float = DEFAULT_CONFIDENCE) -> int:
     return math.floor(math.log((1 - confidence) / 2) / math.log(q)) + 1
 
 
-def _mde(ratio: float, low: float, high: float, threshold: float, z_alpha: float) -> float:
-    """The slowdown caught with probability ``MDE_POWER``: its point estimate must clear the
-    threshold and its interval 1, with the log-ratio's standard error read off this interval."""
+def _mde(ratio: float, low: float, high: float, z_alpha: float) -> float:
+    """The slowdown proven with probability ``MDE_POWER``, with the log-ratio's standard error
+    read off this interval."""
     if not (low > 0 and math.isfinite(ratio) and ratio > 0):
         return math.inf
     if math.isfinite(high):
         se = (math.log(high) - math.log(low)) / (2 * z_alpha)
     else:
         se = max(math.log(ratio) - math.log(low), 0.0) / z_alpha
-    return math.expm1(_detectable(math.log1p(threshold), se, z_alpha))
+    return math.expm1(_detectable(se, z_alpha))
 
 
 def _z_power() -> float:
@@ -413,11 +427,10 @@ def _z_power() -> float:
     return _z(2 * MDE_POWER - 1)
 
 
-def _detectable(threshold: float, se: float, z_alpha: float) -> float:
-    """The effect (in the unit of ``se``) caught with probability ``MDE_POWER``: its estimate
-    must clear ``threshold`` and its interval zero."""
-    z_power = _z_power()
-    return max(threshold + z_power * se, (z_alpha + z_power) * se)
+def _detectable(se: float, z_alpha: float) -> float:
+    """The effect (in the unit of ``se``) whose interval excludes zero with probability
+    ``MDE_POWER``: what the data can prove, whatever the policy's threshold."""
+    return (z_alpha + _z_power()) * se
 
 
 def _bound(value: float) -> str:
@@ -510,7 +523,7 @@ def compare_error_rate(
         threshold=threshold_pp,
         confidence=confidence,
         interval="difference_pp",
-        mde=_detectable(threshold_pp, se_pp, z),
+        mde=_detectable(se_pp, z),
     )
 
 
@@ -624,7 +637,7 @@ def compare_throughput(
     mde = math.nan
     if kind == "ratio" and n_cur > 0:  # the drop caught in MDE_POWER of runs (Poisson counts)
         se = math.sqrt(1 / n_base + 1 / n_cur)
-        mde = -math.expm1(-_detectable(-math.log1p(-drop), se, _z(confidence)))
+        mde = -math.expm1(-_detectable(se, _z(confidence)))
     return Comparison(
         ratio=ratio,
         ci_low=low,

@@ -50,6 +50,8 @@ SERVICE, ACTION, COHORT = "dash-svc", "query", "control"
 RATE_INTERVAL = "10s"  # what Grafana's $__rate_interval is for 1 s scrapes and a short range
 # The agent on short clocks: a 10 s window (learned as the baseline once full), a step a second.
 AGENT_SETTINGS = {"detector_window_s": 10, "detector_step_s": 1, "detector_for_s": 2}
+QUIET_PANEL = "Detector: too quiet to prove a regression"
+MDE_GAUGE = "nethical_detector_min_detectable_effect_ratio"
 
 
 def _generator():
@@ -119,6 +121,28 @@ def test_dashboard_model_is_consistent() -> None:
                 assert window == "$__rate_interval", (panel["title"], target["expr"])
     [heatmap] = [p for p in _panels(model) if p["type"] == "heatmap"]
     assert heatmap["targets"][0]["format"] == "heatmap"
+
+
+def test_dashboard_draws_the_default_policy() -> None:
+    """A line per quantile rule at 1 + threshold in its severity's colour, the error-rate and
+    throughput lines, and the quiet-series cut at each rule's threshold: all from Policy()."""
+    from nethical_otel.stats import Policy
+
+    policy, colors = Policy(), {"info": "blue", "warning": "orange", "critical": "red"}
+    panels = {p["title"]: p for p in _panels(_model())}
+    steps = panels["Current / baseline per quantile"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [(s["value"], s["color"]) for s in steps[1:]] == [
+        (pytest.approx(rule.ratio_limit), colors[rule.severity]) for rule in policy.quantiles
+    ]
+    assert len({s["value"] for s in steps[1:]}) == 3  # p50 1.10, p95 1.15, p99 1.20
+    errors = {t["refId"]: t["expr"] for t in panels["Error rate"]["targets"]}
+    assert errors["C"] == f"{errors['B']} + {policy.error_rate_pp / 100:.2f}"
+    throughput = {t["refId"]: t["expr"] for t in panels["Throughput"]["targets"]}
+    assert throughput["C"] == f"{throughput['B']} * {1 - policy.throughput_drop:.2f}"
+    [quiet] = panels[QUIET_PANEL]["targets"]
+    for rule in policy.quantiles:
+        assert f'quantile="{rule.quantile:g}"}}) > {rule.threshold:.2f}' in quiet["expr"]
+    assert MDE_GAUGE in quiet["expr"] and quiet["instant"]
 
 
 # -- 3: the real pipeline -------------------------------------------------------------------
@@ -213,6 +237,10 @@ def test_variables_offer_the_running_service(pipeline: Pipeline) -> None:
 @pytest.mark.parametrize(("panel", "ref", "expr"), _targets(), ids=lambda v: str(v)[:40])
 def test_every_panel_query_returns_data(pipeline: Pipeline, panel: str, ref: str, expr: str) -> None:
     promql = _substitute(expr)
+    if panel == QUIET_PANEL:  # lists only series too quiet to judge: may rightly be empty
+        query(pipeline.prometheus.url, promql)  # but must be a valid query
+        series = f'service="{SERVICE}", action="{ACTION}", cohort="{COHORT}"'
+        promql = f"{MDE_GAUGE}{{{series}}}"  # over the gauge the agent exports
     result = wait_for_query(pipeline.prometheus.url, promql, timeout_s=30)
     assert result, f"{panel} / {ref}: {promql}"
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from nethical_otel.bench.budget import Budget
-from nethical_otel.bench.compare import compare_runs
+from nethical_otel.bench.compare import RunSeries, compare_runs, run_series
 from nethical_otel.bench.report import MARKER, render
 from nethical_otel.bench.results import read_run, write_run
-from nethical_otel.stats import Policy
+from nethical_otel.cli import main
+from nethical_otel.stats import Policy, PolicyBook
 from tests.unit.test_bench_results import make_run
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -57,12 +61,12 @@ def test_budget_exceeded_fails() -> None:
 
 
 def test_change_within_noise_is_marked_not_significant() -> None:
-    """+25 % at p99 from 300 observations: beyond the 20 % threshold, inside the interval."""
-    comparison = compare_runs(make_run(seed=11, n=300), make_run(seed=12, n=300, scale=1.25))
+    """+25 % at p99 from 600 observations: beyond the 20 % threshold, inside the interval."""
+    comparison = compare_runs(make_run(seed=11, n=600), make_run(seed=12, n=600, scale=1.25))
     p99 = _by_key(comparison)["p99"]
     assert p99.change_pct > 20
     assert p99.status == "not_significant"
-    assert "(not significant)" in render(comparison, "markdown")
+    assert "(not significant" in render(comparison, "markdown")
     assert not any(m.key == "p99" for m in comparison.regressions)
 
 
@@ -87,6 +91,218 @@ def test_policy_changes_apply() -> None:
     assert not comparison.regressed
 
 
+def test_point_estimates_follow_the_policy(tmp_path: Path) -> None:
+    """Without histograms the thresholds, severities and minimum sample count are the policy's."""
+    for name, run in (("base", make_run()), ("cur", make_run(seed=2, scale=1.3))):
+        write_run(run, tmp_path / f"{name}.csv")
+        os.unlink(tmp_path / f"{name}.histogram.json")
+    baseline, current = read_run(tmp_path / "base.csv"), read_run(tmp_path / "cur.csv")
+    strict = Policy.from_mapping(
+        {
+            "quantiles": {
+                "p50": {"threshold": 0.2, "severity": "critical"},
+                "p95": {"threshold": 0.5},
+                "p99.9": {"threshold": 0.1},
+            }
+        }
+    )
+    metrics = _by_key(compare_runs(baseline, current, strict))
+    assert (metrics["p50"].status, metrics["p50"].severity, metrics["p50"].threshold) == (
+        "regression",
+        "critical",
+        0.2,
+    )
+    assert metrics["p95"].status == "ok" and "within the 50% threshold" in metrics["p95"].reason
+    assert metrics["p99.9"].status == "inconclusive" and "sidecars" in metrics["p99.9"].reason
+    assert compare_runs(baseline, current, strict).exit_code == 1  # critical
+    few = compare_runs(baseline, current, Policy(min_samples=5000))
+    assert _by_key(few)["p50"].status == "inconclusive"
+
+
+def test_policy_book_gives_the_policy_of_the_runs_series() -> None:
+    book = PolicyBook.from_mapping(
+        {
+            "quantiles": {"p50": {"threshold": 0.5}, "p95": {"threshold": 0.5}, "p99": {"threshold": 0.5}},
+            "overrides": [
+                {"match": {"action": "process_action"}, "quantiles": {"p50": {"threshold": 0.1}}},
+                {
+                    "match": {"service": "api", "action": "process_action"},
+                    "quantiles": {"p50": {"severity": "critical"}},
+                },
+            ],
+        }
+    )
+    target = {"target": "nethical_otel.example.governance:IntegratedGovernance.process_action"}
+    baseline, current = make_run(seed=1, details=target), make_run(seed=2, scale=1.3, details=target)
+    assert run_series(current) == RunSeries("", "process_action", "benchmark")
+    by_default = compare_runs(baseline, current, book)  # the action's override, not the loose default
+    assert _by_key(by_default)["p50"].status == "regression" and by_default.exit_code == 0
+    assert by_default.policy is book.policy_for(RunSeries("", "process_action", "benchmark"))
+    other = compare_runs(baseline, current, book, series=run_series(current, action="generate"))
+    assert not other.regressed and other.policy is book.default
+    api = compare_runs(baseline, current, book, series=run_series(current, service="api"))
+    assert _by_key(api)["p50"].severity == "critical" and api.exit_code == 1
+    assert json.loads(render(api, "json"))["series"] == {
+        "service": "api",
+        "action": "process_action",
+        "cohort": "benchmark",
+    }
+
+
+def test_run_series_of_targets() -> None:
+    assert run_series(make_run(details={"target": "app.handlers:score"})).action == "score"
+    assert run_series(make_run(details={"target": "POST http://127.0.0.1:8000/act"})).action == ""
+    assert run_series(make_run(details={})) == RunSeries("", "", "benchmark")
+    assert run_series(make_run(cohort="canary"), "svc", "act") == RunSeries("svc", "act", "canary")
+
+
+# -- minimum detectable effect ---------------------------------------------------------------
+
+
+def _with_mde(comparison, **mde: float):
+    """``comparison`` with the rows' ``Comparison.mde`` set (row key -> mde)."""
+    comparison.metrics = [
+        dataclasses.replace(m, comparison=dataclasses.replace(m.comparison, mde=mde[m.key]))
+        if m.key in mde
+        else m
+        for m in comparison.metrics
+    ]
+    return comparison
+
+
+def test_no_regression_says_what_would_have_been_detected() -> None:
+    comparison = _with_mde(
+        compare_runs(make_run(seed=1), make_run(seed=2)),
+        p50=0.075,
+        p95=0.12,
+        p99=math.inf,
+        error_rate=0.45,
+        throughput=0.06,
+    )
+    text = render(comparison, "markdown")
+    assert (
+        "> No regression; a slowdown of ≥ 7.5% at p50 or ≥ 12% at p95, a throughput drop of ≥ 6.0% "
+        "or a rise in the error rate of ≥ 0.45 pp would have been detected at 99% confidence (80% power); "
+        "too few calls to prove anything at p99."
+    ) in text.splitlines()
+    assert "too few calls to prove anything at p99" in render(comparison, "text")
+    data = {m["metric"]: m for m in json.loads(render(comparison, "json"))["metrics"]}
+    assert (data["p50"]["mde"], data["p50"]["mde_unbounded"]) == (0.075, False)
+    assert (data["p99"]["mde"], data["p99"]["mde_unbounded"]) == (None, True)
+    assert data["error_rate"]["mde"] == 0.45
+
+
+def test_sensitivity_leaves_out_what_regressed_and_what_was_not_computed() -> None:
+    comparison = compare_runs(make_run(seed=1), make_run(seed=2, scale=1.3))
+    comparison = _with_mde(comparison, **{m.key: math.nan for m in comparison.metrics})
+    assert "would have been detected" not in render(comparison, "markdown")  # NaN everywhere: no line
+    comparison = _with_mde(comparison, p50=0.08, throughput=0.05)
+    [line] = [line for line in render(comparison, "markdown").splitlines() if "would have been" in line]
+    assert line == (
+        "> Where nothing was flagged, a throughput drop of ≥ 5.0% would have been detected at "
+        "99% confidence (80% power)."
+    )  # p50 regressed: not repeated
+    comparison = _with_mde(comparison, throughput=math.inf)
+    lines = render(comparison, "markdown").splitlines()
+    assert "> Where nothing was flagged, too few calls to prove anything about throughput." in lines
+
+
+def test_inconclusive_quantile_that_cannot_be_bounded_is_named() -> None:
+    """p99 from 300 calls per side cannot be bounded at 99 %: whatever the verdict, an
+    unbounded minimum detectable effect is reported as such."""
+    comparison = compare_runs(make_run(seed=11, n=300), make_run(seed=12, n=300))
+    comparison = _with_mde(comparison, p50=0.2, p95=0.3, p99=math.inf)
+    comparison.metrics = [
+        dataclasses.replace(m, status="inconclusive", tested=False) if m.key == "p99" else m
+        for m in comparison.metrics
+    ]
+    text = render(comparison, "markdown")
+    assert "too few calls to prove anything at p99." in text
+    assert "| P99 Latency |" in text and "(too few samples) |" in text
+
+
+def test_no_regression_with_nothing_provable_says_so() -> None:
+    comparison = compare_runs(make_run(seed=1), make_run(seed=2))
+    comparison = _with_mde(comparison, **{m.key: math.inf for m in comparison.metrics})
+    assert (
+        "> No regression, but too few calls to prove anything at p50, p95 or p99, about throughput "
+        "or about the error rate."
+    ) in render(comparison, "markdown").splitlines()
+
+
+def test_not_significant_row_says_how_large_a_change_would_show() -> None:
+    comparison = compare_runs(make_run(seed=11, n=600), make_run(seed=12, n=600, scale=1.25))
+    comparison = _with_mde(comparison, p99=0.41)
+    [row] = [line for line in render(comparison, "markdown").splitlines() if line.startswith("| P99")]
+    assert row.endswith("(not significant; ≥ +41% would show) |")
+
+
+# -- the --policy file -----------------------------------------------------------------------
+
+
+def _compare_cli(tmp_path: Path, policy_text: str, *extra: str):
+    target = {"target": "nethical_otel.example.governance:IntegratedGovernance.process_action"}
+    write_run(make_run(seed=1, details=target), tmp_path / "base.csv")
+    write_run(make_run(seed=2, scale=1.3, details=target), tmp_path / "cur.csv")
+    (tmp_path / "policy.yaml").write_text(policy_text)
+    args = [
+        "compare",
+        str(tmp_path / "base.csv"),
+        str(tmp_path / "cur.csv"),
+        "--policy",
+        str(tmp_path / "policy.yaml"),
+        "--format",
+        "json",
+        *extra,
+    ]
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+OVERRIDES = """\
+quantiles: {p50: {threshold: 0.5}, p95: {threshold: 0.5}, p99: {threshold: 0.5}}
+overrides:
+  - match: {action: process_action}
+    quantiles: {p50: {threshold: 0.1, severity: critical}}
+"""
+
+
+def test_policy_file_with_overrides_applies_to_the_runs_action(tmp_path: Path) -> None:
+    result = _compare_cli(tmp_path, OVERRIDES)
+    assert result.exit_code == 1, result.output  # the override's critical p50
+    data = json.loads(result.output)
+    assert data["series"]["action"] == "process_action"
+    assert data["policy"]["quantiles"]["p50"] == {"threshold": 0.1, "severity": "critical"}
+    assert _compare_cli(tmp_path, OVERRIDES, "--action", "other").exit_code == 0
+
+
+def test_policy_file_may_be_the_agents_settings_file(tmp_path: Path) -> None:
+    settings = "prometheus_url: http://prometheus:9090\ndetector_window_s: 300\npolicy:\n" + "".join(
+        f"  {line}\n" for line in OVERRIDES.splitlines()
+    )
+    result = _compare_cli(tmp_path, settings)
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.output)["policy"]["quantiles"]["p50"]["severity"] == "critical"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("policy: {}\nquantiles: {}\n", "both a top-level `policy`"),
+        (
+            "policy:\n  overrides: [{match: {host: a}}]\n",
+            "policy.yaml: policy.overrides[0].match: unknown key 'host'",
+        ),
+        ("overrides: {action: a}\n", "overrides: expected a list"),
+        ("- 1\n- 2\n", "expected a mapping"),
+    ],
+)
+def test_bad_policy_files_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
+    result = _compare_cli(tmp_path, text)
+    assert result.exit_code == 2
+    assert message in result.output and "policy.yaml" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_json_report_is_complete() -> None:
     comparison = compare_runs(make_run(seed=1), make_run(seed=2, scale=1.3, errors=60))
     data = json.loads(render(comparison, "json"))
@@ -95,6 +311,9 @@ def test_json_report_is_complete() -> None:
     p50 = data["metrics"][0]
     assert p50["status"] == "regression" and p50["tested"] is True and p50["ci_low"] > 1
     assert data["baseline"]["requests"] == 2000
+    assert data["policy"] == Policy().to_mapping() and Policy.from_mapping(data["policy"]) == Policy()
+    assert data["series"] == {"service": "", "action": "", "cohort": "benchmark"}
+    assert {"mde", "mde_unbounded"} <= set(p50)
 
 
 def test_text_report_names_both_runs() -> None:
@@ -134,3 +353,20 @@ def test_markdown_no_regression_matches_golden() -> None:
         "",
         "### No Performance Regression",
     ]
+
+
+# -- the policy as compare and the generators read it ----------------------------------------
+
+
+def test_policy_round_trips_through_its_mapping() -> None:
+    policy = Policy.from_mapping(
+        {"quantiles": {"p99": None, "p99.9": {"threshold": 0.5, "severity": "info"}}, "min_samples": 500}
+    )
+    assert Policy.from_mapping(policy.to_mapping()) == policy
+    assert policy.to_mapping()["quantiles"]["p99"] is None
+    assert Policy().describe() == (
+        "p50 +10 % warning, p95 +15 % warning, p99 +20 % info, error rate +1 pp critical, "
+        "throughput -30 % warning"
+    )
+    assert (Policy().error_rate_limit, Policy().throughput_floor) == (0.01, 0.7)
+    assert [r.ratio_limit for r in Policy().quantiles] == [1.1, 1.15, 1.2]

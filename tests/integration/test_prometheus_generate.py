@@ -1,0 +1,119 @@
+"""deploy/prometheus/generate.py: the rules and their promtool tests are the policy's.
+
+1. The committed rules and unit tests are exactly what the generator makes from ``Policy()``
+   (a policy change without regenerating fails here).
+2. The generated files follow any policy: for policies unlike the default (other quantiles,
+   severities, a zero threshold, a large minimum sample count) `promtool check rules` and
+   `promtool test rules` pass on what the generator makes.
+3. The generated tests can fail: rules made from one policy fail the tests made from another.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nethical_otel.stats import Policy
+from tests.servers import REPO_ROOT, require_binary
+
+PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
+GENERATOR = PROMETHEUS_DIR / "generate.py"
+
+OTHER_POLICIES = {
+    "other-quantiles": {
+        "quantiles": {
+            "p90": {"threshold": 0.25, "severity": "critical"},
+            "p99": None,
+            "p99.9": {"threshold": 0.5, "severity": "info"},
+        },
+        "error_rate": {"threshold_pp": 2.5, "severity": "warning"},
+        "throughput": {"drop": 0.5, "severity": "critical"},
+        "min_samples": 5000,
+    },
+    "zero-thresholds": {
+        "quantiles": {"p50": {"threshold": 0.0}, "p95": {"threshold": 0.125}},
+        "error_rate": {"threshold_pp": 0},
+        "throughput": {"drop": 0.0},
+        "min_samples": 3,
+    },
+    "loose": {"quantiles": {"p50": {"threshold": 0.05}}, "error_rate": {"threshold_pp": 0.3},
+              "throughput": {"drop": 0.9}},
+}
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("prometheus_generate", GENERATOR)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(directory: Path, files: dict[Path, str]) -> None:
+    for relative, text in files.items():
+        path = directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def _promtool(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([require_binary("promtool"), *args], cwd=directory, capture_output=True, text=True,
+                          timeout=120)
+
+
+# -- 1: committed = generated ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("relative", ["rules/nethical-recording.yml", "rules/nethical-alerts.yml",
+                                      "tests/nethical-rules.test.yml"])
+def test_committed_file_is_what_the_generator_makes(relative: str) -> None:
+    generated = _generator().render()[Path(relative)]
+    assert (PROMETHEUS_DIR / relative).read_text(encoding="utf-8") == generated, \
+        f"deploy/prometheus/{relative} is stale: run python deploy/prometheus/generate.py"
+
+
+def test_generator_check_mode() -> None:
+    assert _generator().main(["--check"]) == 0
+
+
+def test_alert_rules_carry_each_policy_rule() -> None:
+    policy = Policy.from_mapping(OTHER_POLICIES["other-quantiles"])
+    rules = [rule for group in yaml.safe_load(_generator().alert_rules(policy))["groups"]
+             for rule in group["rules"] if rule["alert"].startswith("NethicalLatency")]
+    assert [(r["labels"]["quantile"], r["labels"]["severity"]) for r in rules] == [
+        ("0.5", "warning"), ("0.9", "critical"), ("0.95", "warning"), ("0.999", "info")]
+    assert 'ratio{quantile="0.9"} > 1.25' in rules[1]["expr"] and ">= 5000" in rules[1]["expr"]
+
+
+# -- 2, 3: promtool on generated files -------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.slow  # about 8 s per promtool run (test 3 of the file replays two days)
+@pytest.mark.parametrize("name", sorted(OTHER_POLICIES))
+def test_generated_rules_pass_their_generated_tests(tmp_path: Path, name: str) -> None:
+    _write(tmp_path, _generator().render(Policy.from_mapping(OTHER_POLICIES[name])))
+    done = _promtool(tmp_path, "check", "rules", "rules/nethical-recording.yml", "rules/nethical-alerts.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = _promtool(tmp_path, "test", "rules", "tests/nethical-rules.test.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("change", [
+    {"quantiles": {"p95": {"threshold": 0.30}}},  # a line moved up: `query` no longer fires
+    {"quantiles": {"p95": {"threshold": 0.05}}},  # moved down: `lookup` fires
+    {"quantiles": {"p99": {"severity": "critical"}}, "error_rate": {"threshold_pp": 2}},
+], ids=["p95-up", "p95-down", "severity-and-error-rate"])
+def test_tests_of_one_policy_fail_the_rules_of_another(tmp_path: Path, change: dict) -> None:
+    generator = _generator()
+    _write(tmp_path, generator.render(Policy()))
+    other = generator.render(Policy.from_mapping(change))
+    _write(tmp_path, {path: text for path, text in other.items() if path.parts[0] == "rules"})
+    done = _promtool(tmp_path, "test", "rules", "tests/nethical-rules.test.yml")
+    assert done.returncode != 0, done.stdout
