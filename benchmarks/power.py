@@ -7,8 +7,8 @@ p99 20 %) *and* the test says the current quantile is significantly higher.
 
   ours        ``stats.compare_quantiles`` on the two histograms (bucket counts only), 99 %
   bootstrap   percentile bootstrap of the ratio on the raw samples, 2,000 resamples, 99 %
-              (each resample is drawn exactly, but only around the quantile: the counts below
-              and above a window of +-8 binomial standard deviations are drawn as binomials)
+              (each resample's order statistics around the quantile are drawn exactly, from
+              the Beta laws of uniform order statistics, instead of materialising n values)
   mann-whitney  Mann-Whitney U, one-sided at 1 % (Kayenta's default, a 98 % two-sided level);
               the point ratio from the raw samples
   box         the comparison before issue 10: two order-statistic intervals at sqrt(99 %),
@@ -82,23 +82,18 @@ def bootstrap_low(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.
 
 def _resampled_quantile(ordered: np.ndarray, q: float, rng: np.random.Generator) -> np.ndarray:
     """``np.quantile(resample, q)`` (linear) for RESAMPLES resamples with replacement of
-    ``ordered``, drawn exactly where it matters: the resample's counts below, inside and above
-    a window of sorted positions around n*q are binomial, multinomial inside."""
+    ``ordered``, drawn exactly without materialising them: a resample is n uniform draws of an
+    index, so its k-th smallest index is ``floor(n * U_(k))`` with ``U_(k) ~ Beta(k, n + 1 - k)``
+    and, given it, ``U_(k+1) = U_(k) + (1 - U_(k)) * Beta(1, n - k)``."""
     n = ordered.size
-    spread = 8 * math.sqrt(n * q * (1 - q)) + 3
-    start, stop = max(0, int(n * q - spread)), min(n, int(n * q + spread) + 2)
-    width = stop - start
-    below = rng.binomial(n, start / n, RESAMPLES)
-    inside = rng.binomial(n - below, width / (n - start))
-    counts = rng.multinomial(inside, np.full(width, 1.0 / width))
-    cumulative = below[:, None] + np.cumsum(counts, axis=1)
     rank = q * (n - 1)
     lo = math.floor(rank)
     weight = rank - lo
-    # The resample's order statistic of 0-based rank r is ordered[start + first j: cum[j] > r].
-    at_lo = np.minimum((cumulative <= lo).sum(axis=1), width - 1)
-    at_hi = np.minimum((cumulative <= lo + 1).sum(axis=1), width - 1)
-    return ordered[start + at_lo] * (1 - weight) + ordered[start + at_hi] * weight
+    u_lo = rng.beta(lo + 1, n - lo, RESAMPLES)
+    u_hi = u_lo + (1 - u_lo) * rng.beta(1, n - lo - 1, RESAMPLES) if lo + 1 < n else u_lo
+    at_lo = np.minimum((u_lo * n).astype(np.int64), n - 1)
+    at_hi = np.minimum((u_hi * n).astype(np.int64), n - 1)
+    return ordered[at_lo] * (1 - weight) + ordered[at_hi] * weight
 
 
 def one_trial(shape: str, n: int, factor: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
