@@ -109,7 +109,7 @@ class Settings:
         4, "Explicit `le` buckets per doubling of latency: 4 = bounds 19 % apart (1, 2, 4 or 8)."
     )
     histogram_scale: int = _setting(
-        6, "Scale of the in-process exponential histogram: 6 = quantiles within 0.54 %."
+        6, "Scale of the in-process exponential histogram: 6 = buckets 1.09 % wide, quantiles inside them."
     )
     instrument_targets: str = _setting(
         "nethical.core:IntegratedGovernance.process_action",
@@ -135,7 +135,14 @@ class Settings:
         60.0, "A firing alert resolves after its condition has been false this long."
     )
     detector_learn: bool = _setting(
-        True, "Learn a baseline from the first full window of a series that has none."
+        True,
+        "Learn a baseline for a series that has none, and keep it rolling: the merge of its newest "
+        "clean windows over `detector_baseline_s` (off: baselines never change).",
+    )
+    detector_baseline_s: float = _setting(
+        3600.0,
+        "Window time a learned baseline covers, seconds; windows during a pending or firing alert "
+        "of the series are left out. Detection starts once the first windows hold `min_samples` calls.",
     )
     baseline_file: str | None = _setting(
         None, "Baseline file (JSON) to compare against; learned ones are added."
@@ -143,7 +150,10 @@ class Settings:
     policy: dict[str, Any] = _setting(
         {},
         "Thresholds: YAML mapping (or JSON in env) with `quantiles`, `error_rate`, `throughput`, "
-        "`confidence`, `min_samples` and per-series `overrides`; see docs/detector.md.",
+        "`confidence`, `min_samples` and per-series `overrides`; see docs/detector.md. The same "
+        "mapping (or this whole file) is what `nethical-otel compare --policy` reads, and the "
+        "default is what `deploy/prometheus/generate.py` and `dashboards/generate.py` turn into "
+        "rules and dashboard lines.",
     )
     prometheus_url: str | None = _setting(
         None, "Fleet mode: Prometheus base URL the agent reads fleet-wide histograms from."
@@ -234,6 +244,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "detector_step_s": lambda v: None if v > 0 else "must be > 0",
     "detector_for_s": lambda v: None if v >= 0 else "must be >= 0",
     "detector_keep_firing_for_s": lambda v: None if v >= 0 else "must be >= 0",
+    "detector_baseline_s": lambda v: None if v > 0 else "must be > 0",
     "alert_resend_interval_s": lambda v: None if v > 0 else "must be > 0",
     "agent_port": lambda v: None if 0 <= v <= 65535 else "must be a port number 0..65535",
     "alertmanager_url": lambda v: None if v is None or v.startswith(("http://", "https://")) else _URL,
@@ -287,6 +298,16 @@ def _pair_problems(get: Callable[[str], Any]) -> list[tuple[str, str, str]]:
                 "detector_window_s",
                 f"must not exceed detector_window_s ({window!r}), got {step!r}: "
                 "calls between two windows would never be looked at",
+            )
+        )
+    baseline_s = get("detector_baseline_s")
+    if baseline_s < window:
+        found.append(
+            (
+                "detector_baseline_s",
+                "detector_window_s",
+                f"must be at least detector_window_s ({window!r}), got {baseline_s!r}: "
+                "a learned baseline is made of whole windows",
             )
         )
     password = get("alertmanager_password") or get("alertmanager_password_file")

@@ -2,14 +2,16 @@
 
 Reads fleet-wide histograms from Prometheus, compares them with baselines, sends alerts,
 and serves its own ``/metrics`` (current and baseline values per series and quantile,
-their ratio, alerts by state, evaluation time) and ``/healthz`` (200 while evaluations
-succeed on schedule, 503 otherwise). SIGTERM or SIGINT stops it cleanly: the current
-step finishes and pending alert deliveries get a few seconds to go out.
+their ratio, the smallest change each comparison could detect, alerts by state, evaluation
+time) and ``/healthz`` (200 while evaluations succeed on schedule, 503 otherwise).
+SIGTERM or SIGINT stops it cleanly: the current step finishes and pending alert deliveries
+get a few seconds to go out.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -23,6 +25,7 @@ from nethical_otel.detect.build import build_detector
 from nethical_otel.detect.detector import Detector, SeriesReport
 from nethical_otel.detect.sources import PrometheusSource
 from nethical_otel.errors import ConfigError, FailureLog, quiet_http_logging, redact_text
+from nethical_otel.stats import Comparison
 
 _log = logging.getLogger(__name__)
 SERIES = ("service", "action", "cohort")
@@ -46,6 +49,15 @@ class _ThreadingServer(WSGIServer):
             self.shutdown_request(request)
 
 
+def _mde_ratio(c: Comparison) -> float:
+    """``c.mde`` for the gauge: +inf when it cannot be bounded, and also when the comparison was
+    inconclusive without computing one (too few calls: nothing could be proven); NaN (left
+    out) when the statistics did not compute one for a decided comparison."""
+    if math.isnan(c.mde) and c.verdict == "inconclusive":
+        return math.inf
+    return c.mde
+
+
 class AgentMetrics:
     """The agent's own Prometheus metrics, refreshed after every step."""
 
@@ -60,6 +72,13 @@ class AgentMetrics:
             "nethical_detector_current_seconds", "Live window quantile.", q, registry=r
         )
         self.ratio = Gauge("nethical_detector_ratio", "Live / baseline quantile.", q, registry=r)
+        self.min_detectable_effect = Gauge(
+            "nethical_detector_min_detectable_effect_ratio",
+            "Smallest relative rise of the quantile the last comparison would have detected "
+            "(80 % power at the policy's confidence; 0.07 = 7 %). +Inf: too few calls to prove any.",
+            q,
+            registry=r,
+        )
         self.baseline_errors = Gauge(
             "nethical_detector_baseline_error_ratio", "Baseline error ratio.", SERIES, registry=r
         )
@@ -89,6 +108,7 @@ class AgentMetrics:
             self.baseline_seconds,
             self.current_seconds,
             self.ratio,
+            self.min_detectable_effect,
             self.baseline_errors,
             self.current_errors,
             self.baseline_rps,
@@ -115,6 +135,9 @@ class AgentMetrics:
                 self.baseline_seconds.labels(**labels, quantile=q).set(c.baseline_value)
                 self.current_seconds.labels(**labels, quantile=q).set(c.current_value)
                 self.ratio.labels(**labels, quantile=q).set(c.ratio)
+                mde = _mde_ratio(c)
+                if not math.isnan(mde):
+                    self.min_detectable_effect.labels(**labels, quantile=q).set(mde)
         for alert in detector.book.alerts(State.PENDING, State.FIRING):
             labels = {name: alert.labels.get(name, "") for name in ("severity", *SERIES, "quantile")}
             self.alerts.labels(alertname=alert.name, state=alert.state.value, **labels).set(1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 from pathlib import Path
 
 from nethical_otel.config import Settings
@@ -69,14 +71,24 @@ def load_baselines(settings: Settings) -> BaselineSet:
     return BaselineSet()
 
 
+# A learned baseline grows every window; the file gets the grown ones at most this often.
+REFRESH_SAVE_INTERVAL_S = 300.0
+
+
 def build_detector(settings: Settings, source: Source) -> Detector:
     load_scipy()  # now, before the service's traffic is being judged (see stats/significance.py)
     baselines = load_baselines(settings)
+    saved_at = [-math.inf]
 
     def persist(_: Baseline) -> None:
-        # Learned baselines survive a restart; the write is atomic.
+        # Learned baselines survive a restart (and go on rolling from there); the write is atomic.
         if settings.baseline_file:
+            saved_at[0] = time.monotonic()
             baselines.save(settings.baseline_file, overwrite=True)
+
+    def persist_refreshed(baseline: Baseline) -> None:
+        if time.monotonic() - saved_at[0] >= REFRESH_SAVE_INTERVAL_S:
+            persist(baseline)
 
     policies = check_settings(settings)
     return Detector(
@@ -89,4 +101,6 @@ def build_detector(settings: Settings, source: Source) -> Detector:
         runbook_base_url=settings.runbook_base_url,
         dashboard_url=settings.dashboard_url,
         on_learn=persist,
+        on_refresh=persist_refreshed,
+        baseline_s=settings.detector_baseline_s,
     )

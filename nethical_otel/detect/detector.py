@@ -3,9 +3,14 @@
 Each ``step()``: read every series' window from the source, compare it with its baseline
 (``nethical_otel.stats.evaluate``: p50/p95/p99, error rate, throughput, each with a
 distribution-free confidence interval), advance the alert state machine, hand firing and
-resolved alerts to the sinks. A series with no baseline learns one from its first full
-window (when ``learn`` is on). A statistic that cannot be decided (too few samples)
-holds its alert's state.
+resolved alerts to the sinks. A statistic that cannot be decided (too few samples) holds
+its alert's state.
+
+With ``learn`` on, a series with no baseline learns one, and a learned baseline goes on
+learning: it is the merge of the series' newest clean windows over ``baseline_s``, never
+taking in a window during which one of the series' alerts was pending or firing
+(``detect.learning``). Baselines from anywhere else (a file made by ``baseline create``)
+stay as they are.
 """
 
 from __future__ import annotations
@@ -17,16 +22,16 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from nethical_otel.detect.alerts import AlertBook, State, Timing
 from nethical_otel.detect.baseline import Baseline, BaselineSet, SeriesKey
+from nethical_otel.detect.learning import LEARNED, BaselineLearner
 from nethical_otel.detect.sinks import Sink
 from nethical_otel.detect.sources import Source, SourceError, Window
 from nethical_otel.errors import ConfigError, FailureLog, redact_text
-from nethical_otel.stats import Finding, Policy, evaluate
+from nethical_otel.stats import Comparison, Finding, Policy, evaluate
 from nethical_otel.stats.policy import PolicyBook
 
 _log = logging.getLogger(__name__)
@@ -46,7 +51,8 @@ class SeriesReport:
     window: Window
     baseline: Baseline | None
     findings: list[Finding] = field(default_factory=list)
-    learned: bool = False
+    learned: bool = False  # this step gave the series its first baseline
+    refreshed: bool = False  # this step took a clean window into its learned baseline
 
 
 def _fmt(metric: str, value: float) -> str:
@@ -57,6 +63,18 @@ def _fmt(metric: str, value: float) -> str:
     if metric == "error_rate":
         return f"{value:.2%}"
     return f"{value:.1f} req/s"
+
+
+def min_detectable_effect_text(c: Comparison) -> str:
+    """``Comparison.mde`` for people: "7.0%" (quantiles, throughput), "0.35 percentage points"
+    (error rate), "unbounded" (+inf: the data cannot bound it), "n/a" (not computed)."""
+    if math.isnan(c.mde):
+        return "n/a"
+    if math.isinf(c.mde):
+        return "unbounded"
+    if c.metric == "error_rate":
+        return f"{c.mde:.2f} percentage points"
+    return f"{c.mde:.1%}"
 
 
 class Detector:
@@ -74,8 +92,13 @@ class Detector:
         runbook_base_url: str = "docs/runbooks",
         dashboard_url: str | None = None,
         on_learn: Callable[[Baseline], None] | None = None,
+        on_refresh: Callable[[Baseline], None] | None = None,
+        baseline_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``on_learn`` is called with a series' first learned baseline, ``on_refresh`` with
+        each later one (every window it grows by: throttle what it does). ``baseline_s`` is
+        how much window time a learned baseline covers (``detector_baseline_s``)."""
         self.source = source
         self.baselines = baselines
         self.policies = policies
@@ -85,6 +108,8 @@ class Detector:
         self.runbook_base_url = runbook_base_url.rstrip("/")
         self.dashboard_url = dashboard_url
         self.on_learn = on_learn
+        self.on_refresh = on_refresh
+        self.learner = BaselineLearner(source.window_s, baseline_s)
         self.clock = clock
         self.last_reports: list[SeriesReport] = []
         self.evaluations = 0
@@ -115,34 +140,59 @@ class Detector:
         else:
             change = "n/a"
         alertname = ALERT_NAMES.get(finding.metric, LATENCY_ALERT)
+        mde = min_detectable_effect_text(c)
+        if math.isinf(c.mde):
+            sensitivity = " This comparison cannot bound the smallest change it would detect."
+        elif math.isnan(c.mde):
+            sensitivity = ""
+        else:
+            sensitivity = f" The smallest change it would detect (80 % power) is {mde}."
         annotations = {
             "summary": f"{key}: {what} {c.change_pct:+.1f}% vs baseline",
             "description": (
                 f"{what} of {key} is {_fmt(finding.metric, c.current_value)} against a baseline of "
                 f"{_fmt(finding.metric, c.baseline_value)} ({c.change_pct:+.1f}%; "
                 f"{c.confidence:.0%} interval {change}; n={c.n_current} vs {c.n_baseline}). {c.reason}"
+                f"{sensitivity}"
             ),
             "baseline_value": f"{c.baseline_value:.6g}",
             "current_value": f"{c.current_value:.6g}",
             "change_pct": f"{c.change_pct:.2f}",
             "confidence_interval": change,
+            "min_detectable_effect": mde,
             "runbook_url": f"{self.runbook_base_url}/{alertname}.md",
         }
         if self.dashboard_url:
             annotations["dashboard_url"] = self.dashboard_url
         return annotations
 
-    def _maybe_learn(self, key: SeriesKey, window: Window, policy: Policy) -> Baseline | None:
-        if not self.learn or window.seconds < self.source.window_s * 0.999:
-            return None
-        if window.histogram.count < policy.min_samples:
-            return None
-        baseline = Baseline(key, window.histogram.copy(), window.seconds, source="learned")
+    def _learn(
+        self, key: SeriesKey, window: Window, policy: Policy, report: SeriesReport, alerting: bool, now: float
+    ) -> None:
+        """Offer this step's window to the series' learned baseline (see ``detect.learning``)."""
+        current = report.baseline
+        if current is not None and current.source != LEARNED:
+            self.learner.discard(key)  # a fixed baseline stays as it is
+            return
+        regressed = any(f.regressed for f in report.findings)  # this very window, judged
+        baseline = self.learner.update(
+            key, window, now, current, alerting=alerting, regressed=regressed, min_samples=policy.min_samples
+        )
+        if baseline is None:
+            return
         self.baselines.add(baseline)
-        _log.info("nethical-otel: learned a baseline for %s from %d calls", key, window.histogram.count)
-        if self.on_learn is not None:
-            self.on_learn(baseline)
-        return baseline
+        if current is None:
+            report.baseline, report.learned = baseline, True
+            _log.info("nethical-otel: learned a baseline for %s from %d calls", key, baseline.histogram.count)
+            callback = self.on_learn
+        else:
+            report.refreshed = True
+            callback = self.on_refresh
+        if callback is not None:
+            try:
+                callback(baseline)
+            except Exception as exc:  # the baseline is learned either way; saving it is not our step
+                self._failed_once(("baseline callback", key), exc, f"handing on the baseline of {key}")
 
     def _failed_once(self, where: object, exc: Exception, what: str) -> None:
         """Log a failure with its context the first time this (place, error) is seen."""
@@ -187,18 +237,19 @@ class Detector:
         policy = self.policies.policy_for(key)
         baseline = self.baselines.get(key)
         report = SeriesReport(key, window, baseline)
-        if baseline is None:
-            report.baseline = self._maybe_learn(key, window, policy)
-            report.learned = report.baseline is not None
-            return report
-        if window.seconds <= 0:
-            return report
-        report.findings = evaluate(
-            policy, baseline.histogram, window.histogram, baseline.throughput_rps, window.throughput_rps
-        )
-        for finding in report.findings:
-            condition = {"regression": True, "inconclusive": None}.get(finding.verdict, False)
-            self.book.observe(self._labels(key, finding), condition, self._annotations(key, finding), now)
+        alerting = False
+        if baseline is not None and window.seconds > 0:
+            report.findings = evaluate(
+                policy, baseline.histogram, window.histogram, baseline.throughput_rps, window.throughput_rps
+            )
+            for finding in report.findings:
+                condition = {"regression": True, "inconclusive": None}.get(finding.verdict, False)
+                alert = self.book.observe(
+                    self._labels(key, finding), condition, self._annotations(key, finding), now
+                )
+                alerting = alerting or alert.state in (State.PENDING, State.FIRING)
+        if self.learn:
+            self._learn(key, window, policy, report, alerting, now)
         return report
 
     def step(self) -> list[SeriesReport]:
@@ -224,6 +275,7 @@ class Detector:
                 except Exception as exc:
                     self._failed_once(("sink", id(sink)), exc, f"alert sink {type(sink).__name__}")
         self.book.forget_resolved()
+        self.learner.forget_idle(now)
         self.last_reports = reports
         self.evaluations += 1
         self.last_duration_s = time.perf_counter() - started
@@ -240,8 +292,11 @@ class Detector:
 
     def reset_after_fork(self) -> None:
         """In a forked child: the parent's windows and alerts are the parent's. Windows start
-        empty (as the child's series do) and every alert inactive; baselines are kept."""
+        empty (as the child's series do) and every alert inactive; baselines are kept, and
+        learned ones go on learning from the child's own clean windows (the parent's windows
+        still in quarantine, and a baseline not yet published, are dropped)."""
         self.book = AlertBook(self.book.timing)
+        self.learner.reset_after_fork()
         self.last_reports = []
         self.last_error = None
         self._source_log = FailureLog(_log, "reading the live windows")
