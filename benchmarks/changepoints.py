@@ -299,7 +299,8 @@ def match(found: list[int], truth: tuple[int, ...]) -> Score:
 
 def run(seeds: int, verbose: bool) -> int:
     if importlib.util.find_spec("otava") is None:
-        print("apache-otava is not installed: pip install --no-deps apache-otava==0.8.0 (make bench does)", file=sys.stderr)
+        hint = "pip install --no-deps apache-otava==0.8.0 (make bench does)"
+        print(f"apache-otava is not installed: {hint}", file=sys.stderr)
         return 2
     detectors = {"ours": ours, "otava": otava}
     totals = {name: Score() for name in detectors}

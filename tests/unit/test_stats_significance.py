@@ -87,7 +87,8 @@ def _aa_rates(kind: str, n: int, trials: int, seed: int) -> tuple[np.ndarray, np
         current = LatencyHistogram.from_samples(latencies(kind, n, rng))
         out = compare_quantiles(base, current, [0.5, 0.95, 0.99], [0.0, 0.0, 0.0])
         above += [c.ci_low > 1 for c in out]
-        flagged += [c.ratio > 1 + limit and c.ci_low > 1 for c, limit in zip(out, (0.10, 0.15, 0.20), strict=True)]
+        limits = (0.10, 0.15, 0.20)
+        flagged += [c.ratio > 1 + limit and c.ci_low > 1 for c, limit in zip(out, limits, strict=True)]
     return above / trials, flagged / trials
 
 
