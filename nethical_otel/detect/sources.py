@@ -24,6 +24,7 @@ import numpy as np
 from nethical_otel.detect.baseline import SeriesKey
 from nethical_otel.errors import ConfigError, NethicalOtelError, quiet_http_logging, redact_text, redact_url
 from nethical_otel.stats import LatencyHistogram, StatsError
+from nethical_otel.stats.wire import scale_for_bounds
 
 _log = logging.getLogger(__name__)
 
@@ -243,6 +244,7 @@ class PrometheusSource:
                     count=total,
                     cumulative=True,
                     errors=min(round(errors.get(key, 0.0)), total),
+                    scale=scale_for_bounds(finite),
                 )
             except StatsError as exc:
                 _log.warning("nethical-otel: skipped %s: Prometheus buckets unusable (%s)", key, exc)
@@ -315,6 +317,7 @@ def window_between(before: Scrape, after: Scrape) -> dict[SeriesKey, Window]:
                 sum=max(after.sums.get(key, 0.0) - before.sums.get(key, 0.0), 0.0),
                 cumulative=True,
                 errors=round(max(after.errors.get(key, 0.0) - before.errors.get(key, 0.0), 0.0)),
+                scale=scale_for_bounds(bounds),
             ),
             seconds,
         )

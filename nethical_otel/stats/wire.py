@@ -8,6 +8,7 @@ Bad input from outside raises ``StatsError``, a ``ValueError`` whose message nam
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -181,6 +182,24 @@ def from_otel_exponential(point: Any, *, scale: int = DEFAULT_SCALE, errors: int
         hist.sum = float(point.sum)
         hist.min, hist.max = _min_max(hist, getattr(point, "min", None), getattr(point, "max", None))
     return hist.downscaled(target) if point_scale > target else hist
+
+
+def scale_for_bounds(upper_bounds: Sequence[float]) -> int:
+    """The finest scale whose buckets are no narrower than the widest gap between
+    ``upper_bounds``: what a histogram read from those ``le`` buckets really resolves.
+
+    ``2 ** (k / 4)`` bounds (ours, 19 % apart) give scale 2. Spread over finer buckets, a
+    comparison would take the log-uniform spreading for data and claim precision the
+    buckets never had; at this scale its intervals keep the buckets' width.
+    """
+    finite = sorted(float(b) for b in upper_bounds if math.isfinite(b) and b > ZERO_THRESHOLD)
+    if len(finite) < 2:
+        return DEFAULT_SCALE
+    widest = max(hi / lo for lo, hi in itertools.pairwise(finite))
+    if widest <= 1.0:
+        return DEFAULT_SCALE
+    scale = math.floor(-math.log2(math.log2(widest)) + 1e-9)
+    return max(MIN_SCALE, min(DEFAULT_SCALE, scale))
 
 
 def from_explicit_buckets(

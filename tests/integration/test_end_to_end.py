@@ -34,7 +34,9 @@ INJECT_AT_S, INJECT_FOR_S = 45.0, 45.0
 AGENT = {
     "detector_window_s": 10,
     "detector_step_s": 2,
-    "detector_for_s": 4,
+    # One fresh window: the test is calibrated (0.5 % a comparison), so a regression must hold
+    # on new data before it pages; 4 s of 10 s windows was the same data judged twice.
+    "detector_for_s": 10,
     "detector_keep_firing_for_s": 6,
     "alert_resend_interval_s": 5,
 }
@@ -119,7 +121,10 @@ def test_service_to_alertmanager_through_collector_and_prometheus(tmp_path):
                         "0.95",
                         "0.99",
                     )
-                    assert not alerts(am.url, action="tool_call") and not alerts(am.url, action="generate")
+                    # The other actions share the demo's event loop with the slowed one, so their tail
+                    # can really grow (an honest p99 alert); their median cannot.
+                    for other in ("tool_call", "generate"):
+                        assert not alerts(am.url, action=other, quantile="0.5"), f"{other} p50 alerted"
 
                     wait(
                         lambda: not alerts(am.url, action="query"),

@@ -595,3 +595,15 @@ def test_record_many_accepts_every_error_count_from_0_to_count() -> None:
     assert (hist.count, hist.errors) == (3, 2)
     with pytest.raises(ValueError):
         hist.record_many([], errors=1)
+
+
+def test_le_buckets_are_read_at_the_scale_they_resolve() -> None:
+    """Our 2 ** (k/4) le buckets resolve scale 2; Prometheus' defaults (up to 2.5x apart)
+    scale -1; fine bounds keep the default. Spread finer, a comparison would take the
+    log-uniform spreading for data."""
+    from nethical_otel.stats.wire import scale_for_bounds
+
+    assert scale_for_bounds([2 ** (k / 4) for k in range(-44, 25)]) == 2
+    assert scale_for_bounds([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]) == -1
+    assert scale_for_bounds([1e-3 * 2 ** (k / 64) for k in range(100)]) == DEFAULT_SCALE
+    assert scale_for_bounds([0.1]) == DEFAULT_SCALE
