@@ -219,7 +219,7 @@ class LatencyHistogram:
         is the coarser of the two (an OpenTelemetry SDK may lower its scale between
         snapshots). ``min``/``max`` of a window are not recoverable from two snapshots;
         they are set to the populated bucket edges, tightened by ``self.min``/``self.max``,
-        so quantiles keep the ``relative_accuracy`` guarantee.
+        so quantiles stay inside the bucket of the value they estimate.
 
         Raises ``StatsError`` when ``older`` is not an earlier state of ``self`` (some count
         would become negative): usually the process restarted and the counters reset.
@@ -317,21 +317,13 @@ class LatencyHistogram:
         if self.count == 0:
             return np.full(qs.shape, np.nan)
         ranks = qs * (self.count - 1)
-        below_zero, pos = self._locate(np.floor(ranks))
-        before = np.cumsum(self.counts) - self.counts + self.zero_count  # values below bucket pos
+        below_zero, pos, cumulative = self._locate(np.floor(ranks))
         inside = np.maximum(self.counts[pos], 1) if self.counts.size else np.ones(pos.shape)
-        start = before[pos] if self.counts.size else np.zeros(pos.shape)
+        start = cumulative[pos] - self.counts[pos] if self.counts.size else np.zeros(pos.shape)
         fraction = np.clip((ranks - start + 0.5) / inside, 0.0, 1.0)
         values = lower_bound(self.offset + pos + fraction, self.scale)
         values = np.clip(values, self.min, self.max)
         return np.where(below_zero, max(self.min, 0.0), values)
-
-    def bucket_values(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        """The value reported for bucket ``indices``: the point of ``(b**i, b**(i+1)]`` with the
-        smallest worst-case relative error, ``2 * b**(i+1) / (1 + b)``, clipped to min..max."""
-        base = 2.0 ** (2.0**-self.scale)
-        estimates = lower_bound(np.asarray(indices), self.scale) * 2.0 * base / (1.0 + base)
-        return np.clip(estimates, self.min, self.max)
 
     def order_statistic_bounds(self, ranks: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bounds ``lo <= x_(r) <= hi`` on the order statistics of 0-based ``ranks``.
@@ -345,20 +337,21 @@ class LatencyHistogram:
             return np.full(ranks.shape, np.nan), np.full(ranks.shape, np.nan)
         if ((ranks < 0) | (ranks > self.count - 1)).any():
             raise ValueError(f"ranks must be within 0..{self.count - 1}")
-        below_zero, pos = self._locate(ranks)
+        below_zero, pos, _ = self._locate(ranks)
         lo = np.maximum(lower_bound(self.offset + pos, self.scale), self.min)
         hi = np.minimum(lower_bound(self.offset + pos + 1, self.scale), self.max)
         lo = np.where(below_zero, self.min, lo)
         hi = np.where(below_zero, min(self.max, ZERO_THRESHOLD), hi)
         return lo, hi
 
-    def _locate(self, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For 0-based ranks: (in the zero bucket?, position in ``counts`` otherwise)."""
+    def _locate(self, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For 0-based ranks: (in the zero bucket?, position in ``counts`` otherwise, and the
+        cumulative counts up to each bucket, the zero bucket included)."""
         below_zero = ranks < self.zero_count
         cumulative = np.cumsum(self.counts) + self.zero_count
         pos = np.searchsorted(cumulative, ranks, side="right")
         pos = np.minimum(pos, max(self.counts.size - 1, 0))
-        return below_zero, pos
+        return below_zero, pos, cumulative
 
     def bucket_counts_for(self, upper_bounds: Sequence[float]) -> np.ndarray:
         """Counts per ``le`` bucket (``len(upper_bounds) + 1`` values, last is +Inf), not cumulative.
