@@ -13,6 +13,7 @@ configuration reference in ``docs/`` is generated from it.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import re
@@ -22,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from nethical_otel.errors import ConfigError, has_userinfo, redact_text, redact_url
+from nethical_otel.names import DOCS_URL, RUNBOOK_BASE_URL
+
+_log = logging.getLogger(__name__)
 
 ENV_PREFIX = "NETHICAL_OTEL_"
 CONFIG_FILE_ENV = "NETHICAL_OTEL_CONFIG"
@@ -175,8 +179,10 @@ class Settings:
         60.0, "Firing alerts are resent this often, with endsAt = now + 4 x this."
     )
     webhook_url: str | None = _setting(None, "Also POST alerts as JSON to this URL.")
-    runbook_base_url: str = _setting(
-        "docs/runbooks", "Base of the `runbook_url` annotation; `/<alertname>.md` is appended."
+    runbook_base_url: str | None = _setting(
+        RUNBOOK_BASE_URL,
+        "Base URL of the `runbook_url` annotation (`/<alertname>.md` is appended): the same on "
+        "the agent's alerts and the generated Prometheus rules. Empty: no `runbook_url`.",
     )
     dashboard_url: str | None = _setting(None, "Grafana dashboard URL put on alerts (`dashboard_url`).")
     agent_host: str = _setting("127.0.0.1", "Address the agent's /metrics and /healthz bind to.")
@@ -250,6 +256,9 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "alertmanager_url": lambda v: None if v is None or v.startswith(("http://", "https://")) else _URL,
     "webhook_url": lambda v: None if v is None or v.startswith(("http://", "https://")) else _URL,
     "prometheus_url": lambda v: None if v is None or v.startswith(("http://", "https://")) else _URL,
+    # A relative base made links nobody could click: absolute or none at all.
+    "runbook_base_url": lambda v: None if v is None or v.startswith(("http://", "https://")) else _URL,
+    "dashboard_url": lambda v: None if v is None or v.startswith(("http://", "https://")) else _URL,
 }
 
 # The most `le` buckets the bucket settings may make (the defaults make 69): every one is a
@@ -515,13 +524,30 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
     return value
 
 
-def _from_env(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """The ``NETHICAL_OTEL_*`` variables in ``environ`` that name no setting (typos), sorted."""
+    known = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)} | {CONFIG_FILE_ENV}
+    return sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+
+
+def unknown_variable_message(name: str) -> str:
+    """What to say about an unknown variable: its name, the setting it was probably meant to be."""
+    import difflib
+
+    known = [ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"unknown environment variable {name}{hint} (see {DOCS_URL}/configuration.md)"
+
+
+def _from_env(environ: Mapping[str, str], unknown: str = "error") -> dict[str, tuple[Any, str]]:
     """Values set in the environment, with the variable that set each."""
     fields = {f.name: f for f in dataclasses.fields(Settings)}
-    known = {ENV_PREFIX + name.upper() for name in fields} | {CONFIG_FILE_ENV}
-    unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
-    if unknown:
-        raise ConfigError(f"unknown environment variable {unknown[0]} (see docs/configuration.md)")
+    names = unknown_variables(environ)
+    if names and unknown == "error":
+        raise ConfigError(unknown_variable_message(names[0]))
+    for name in names:
+        _log.warning("nethical-otel: %s; it is ignored", unknown_variable_message(name))
     found: dict[str, tuple[Any, str]] = {}
     for name, f in fields.items():
         # Our own variable wins over the standard one: it is the more specific request.
@@ -564,29 +590,33 @@ def _from_file(path: Path) -> dict[str, tuple[Any, str]]:
     names = {f.name for f in dataclasses.fields(Settings)}
     for key in data:
         if key not in names:
-            raise ConfigError(f"config file {path}: unknown key {key!r} (see docs/configuration.md)")
+            raise ConfigError(f"config file {path}: unknown key {key!r} (see {DOCS_URL}/configuration.md)")
     return {key: (value, f"{path}: {key}") for key, value in data.items()}
 
 
 def load_settings(
     config_file: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    unknown: str = "error",
     **overrides: Any,
 ) -> Settings:
     """Settings from defaults < YAML file < environment < ``overrides``.
 
-    The YAML file is ``config_file`` or else ``$NETHICAL_OTEL_CONFIG`` when set.
+    The YAML file is ``config_file`` or else ``$NETHICAL_OTEL_CONFIG`` when set. An unknown
+    ``NETHICAL_OTEL_*`` variable (a typo) is an error, or with ``unknown="warn"`` a WARNING
+    log line and otherwise ignored: inside a service telemetry must not stop it starting.
     """
     environ = os.environ if environ is None else environ
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     for key in overrides:
         if key not in fields:
-            raise ConfigError(f"unknown setting {key!r} (see docs/configuration.md)")
+            raise ConfigError(f"unknown setting {key!r} (see {DOCS_URL}/configuration.md)")
     path = config_file if config_file is not None else environ.get(CONFIG_FILE_ENV)
     layered: dict[str, tuple[Any, str]] = {}
     if path:
         layered.update(_from_file(Path(path)))
-    layered.update(_from_env(environ))
+    layered.update(_from_env(environ, unknown))
     values: dict[str, Any] = {}
     for name, (raw, source) in layered.items():
         shown = _shown(fields[name], raw)
