@@ -212,6 +212,36 @@ class Settings:
             shown.append((f.name, value))
         return shown
 
+    def to_yaml(self) -> str:
+        """These settings as a YAML config file that ``--config`` reads back to the same values.
+
+        The policy is spelled out in full (the effective default policy, plus the overrides as
+        given), so the file shows every threshold in effect. Secrets are left out (a comment
+        says which are set) and URLs lose their credentials, as in ``display_items``.
+        """
+        import yaml
+
+        from nethical_otel.stats.policy import PolicyBook
+
+        data: dict[str, Any] = {}
+        notes: list[str] = []
+        for name, value in self.display_items():
+            if value == "<redacted>":
+                notes.append(f"# {name}: set, not shown (a secret)")
+            elif value != getattr(self, name):  # a URL that carries credentials
+                notes.append(f"# {name}: {value} (credentials not shown)")
+            elif name == "policy":
+                overrides = (self.policy or {}).get("overrides")
+                value = PolicyBook.from_mapping(self.policy).default.to_mapping()
+                if overrides:
+                    value["overrides"] = overrides
+                data[name] = value
+            else:
+                data[name] = value
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+        header = "# nethical-otel settings in effect (defaults < file < environment); a valid --config file\n"
+        return header + "\n".join([*notes, text]) if notes else header + text
+
     @property
     def sampling_ratio(self) -> float:
         """Probability that a new trace is sampled, for the ratio samplers and always_on/off."""

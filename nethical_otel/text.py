@@ -38,3 +38,14 @@ def clean(value: object, limit: int | None = MAX_VALUE_LENGTH) -> str:
     except UnicodeEncodeError:
         text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``"1 error"``, ``"2 errors"``, ``"0 alerts"``: the count with its noun, in agreement."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
+
+
+def article(word: str) -> str:
+    """``"a"`` or ``"an"`` before ``word`` as it is read aloud (``"an 80-action"``, ``"an 11"``)."""
+    spoken_vowel = word[:1].lower() in "aeio" or word.startswith(("8", "11", "18"))
+    return "an" if spoken_vowel else "a"

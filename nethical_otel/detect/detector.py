@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from nethical_otel import names
 from nethical_otel.detect.alerts import AlertBook, State, Timing
 from nethical_otel.detect.baseline import Baseline, BaselineSet, SeriesKey
 from nethical_otel.detect.learning import LEARNED, BaselineLearner
@@ -36,11 +37,9 @@ from nethical_otel.stats.policy import PolicyBook
 
 _log = logging.getLogger(__name__)
 
-ALERT_NAMES = {
-    "error_rate": "NethicalErrorRateIncrease",
-    "throughput": "NethicalThroughputDrop",
-}
-LATENCY_ALERT = "NethicalLatencyRegression"
+# alertname by the finding's metric; every quantile (p50, p95, ...) is LATENCY_ALERT.
+ALERT_NAMES = {"error_rate": names.ERROR_RATE_ALERT, "throughput": names.THROUGHPUT_ALERT}
+LATENCY_ALERT = names.LATENCY_ALERT
 
 
 @dataclass
@@ -89,7 +88,7 @@ class Detector:
         *,
         timing: Timing | None = None,
         learn: bool = True,
-        runbook_base_url: str = "docs/runbooks",
+        runbook_base_url: str | None = names.RUNBOOK_BASE_URL,
         dashboard_url: str | None = None,
         on_learn: Callable[[Baseline], None] | None = None,
         on_refresh: Callable[[Baseline], None] | None = None,
@@ -98,14 +97,16 @@ class Detector:
     ) -> None:
         """``on_learn`` is called with a series' first learned baseline, ``on_refresh`` with
         each later one (every window it grows by: throttle what it does). ``baseline_s`` is
-        how much window time a learned baseline covers (``detector_baseline_s``)."""
+        how much window time a learned baseline covers (``detector_baseline_s``).
+        ``runbook_base_url``: alerts link ``<base>/<alertname>.md`` as ``runbook_url``, the
+        link the generated Prometheus rules carry; None or empty: no ``runbook_url`` at all."""
         self.source = source
         self.baselines = baselines
         self.policies = policies
         self.sinks = list(sinks)
         self.book = AlertBook(timing or Timing())
         self.learn = learn
-        self.runbook_base_url = runbook_base_url.rstrip("/")
+        self.runbook_base_url = (runbook_base_url or "").rstrip("/") or None
         self.dashboard_url = dashboard_url
         self.on_learn = on_learn
         self.on_refresh = on_refresh
@@ -160,8 +161,9 @@ class Detector:
             "change_pct": f"{c.change_pct:.2f}",
             "confidence_interval": change,
             "min_detectable_effect": mde,
-            "runbook_url": f"{self.runbook_base_url}/{alertname}.md",
         }
+        if self.runbook_base_url:
+            annotations["runbook_url"] = f"{self.runbook_base_url}/{alertname}.md"
         if self.dashboard_url:
             annotations["dashboard_url"] = self.dashboard_url
         return annotations

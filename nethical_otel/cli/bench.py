@@ -1,5 +1,7 @@
 """The CI commands: ``load``, ``compare``, ``budget``, ``history add|plot|detect``, ``memory``.
 
+They need the CI extra (rich, matplotlib); ``cli.main`` imports this module only to run one.
+
 Exit codes: 0 fine; 1 a failing condition (a critical regression, a budget exceeded, a
 leak with ``--strict``); 2 bad input (the CLI prints one line naming the file or option).
 """
@@ -13,17 +15,28 @@ from pathlib import Path
 import click
 
 from nethical_otel.bench.results import BenchError
+from nethical_otel.cli.main import PATH
 from nethical_otel.files import check_writable
 
-# Paths the commands check themselves: a bad one is our one-line error naming it (click's own
-# checks print a usage message of several lines).
-PATH = click.Path(path_type=Path)
+# Status lines written to a file or a pipe (a CI log) are this wide unless COLUMNS says.
+PLAIN_WIDTH = 100
+
+
+def status_console(stderr: bool = False):
+    """A rich console: terminal-width on a terminal, else ``COLUMNS`` or ``PLAIN_WIDTH`` wide."""
+    import os
+
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    if console.is_terminal:
+        return console
+    width = os.environ.get("COLUMNS", "")
+    return Console(stderr=stderr, width=int(width) if width.isdigit() and int(width) > 0 else PLAIN_WIDTH)
 
 
 def _stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
+    return status_console(stderr=True)
 
 
 def _ms(value: float | None) -> str:
@@ -616,5 +629,3 @@ def memory(
     if strict and (report.high or report.leaking):
         click.get_current_context().exit(1)
 
-
-COMMANDS = (load, compare, budget, history, memory)
