@@ -96,7 +96,7 @@ def baseline_create(
         raise click.UsageError("give exactly one of --from-prometheus, --from-metrics or --from-run")
     if run_csv and not (service and action_name):
         raise click.UsageError("--from-run needs --service and --action (the series the baseline is for)")
-    check_writable(output, overwrite=force)
+    check_writable(output, overwrite=force, how="--force")
     if run_csv:
         from nethical_otel.bench.results import read_run
 

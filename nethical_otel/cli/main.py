@@ -89,6 +89,18 @@ def version_line() -> str:
     return f"nethical-otel {__version__} (opentelemetry-sdk {dist_version('opentelemetry-sdk')})"
 
 
+def _check_environment() -> None:
+    """A mistyped NETHICAL_OTEL_* variable is an error on the command line (a service only
+    warns: ``load_settings(unknown="warn")``)."""
+    import os
+
+    from nethical_otel.config import unknown_variable_message, unknown_variables
+
+    names = unknown_variables(os.environ)
+    if names:
+        raise NethicalOtelError(unknown_variable_message(names[0]))
+
+
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value and not ctx.resilient_parsing:
         click.echo(version_line())
@@ -117,6 +129,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
+            _check_environment()
             return super().invoke(ctx)
         except (NethicalOtelError, StatsError) as exc:
             click.echo(f"nethical-otel: error: {redact_text(exc)}", err=True)

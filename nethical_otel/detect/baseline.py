@@ -145,7 +145,7 @@ class BaselineSet:
         """Write atomically. Refuses to replace an existing file unless ``overwrite``."""
         path = Path(path)
         if path.exists() and not overwrite:
-            raise BaselineError(f"{path} exists; pass --force (overwrite=True) to replace it")
+            raise BaselineError(f"{path} exists; pass overwrite=True to replace it")
         document = {"format": FORMAT, "version": VERSION, "baselines": [b.to_dict() for b in self]}
         write_atomic(path, json.dumps(document, indent=1) + "\n")
         return path
@@ -165,10 +165,10 @@ class BaselineSet:
         return cls(Baseline.from_dict(entry, f"{path}: baselines[{i}]") for i, entry in enumerate(entries))
 
 
-def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
+def check_writable(path: str | os.PathLike[str], *, overwrite: bool, how: str = "overwrite=True") -> Path:
     """``path``, unless it exists and may not be replaced, or cannot be written (checked before
-    any long work)."""
+    any long work). ``how`` names the way to allow replacing it (the CLI says ``--force``)."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise BaselineError(f"{path} exists; pass --force (overwrite=True) to replace it")
+        raise BaselineError(f"{path} exists; pass {how} to replace it")
     return files.check_writable(path)

@@ -124,6 +124,7 @@ def test_baseline_create_from_a_running_service_then_show(tmp_path):
         )
         assert created.returncode == 0, created.stderr
         assert "wrote 3 baselines" in created.stdout
+        assert "scraping again in 3 s" in created.stderr  # the wait between the scrapes is shown
         baselines = list(BaselineSet.load(path))
         assert {(b.key.service, b.key.action, b.key.cohort) for b in baselines} == {
             ("governance", action, "demo") for action in ("query", "tool_call", "generate")
@@ -136,8 +137,9 @@ def test_baseline_create_from_a_running_service_then_show(tmp_path):
         assert shown.returncode == 0 and "governance/query/demo" in shown.stdout
 
         again = cli("baseline", "create", "--from-metrics", url, "--window", "1", "-o", str(path))
-        assert again.returncode == 2 and "exists; pass --force" in again.stderr
+        assert again.returncode == 2 and "exists; pass --force to replace it" in again.stderr
         assert len(again.stderr.strip().splitlines()) == 1
+        assert "overwrite=True" not in again.stderr  # the API's spelling, not the CLI's
     finally:
         demo.terminate()
         demo.wait(timeout=10)
@@ -180,8 +182,12 @@ def test_baseline_from_a_benchmark_run(tmp_path):
         run,
     )
     path = tmp_path / "baselines.json"
-    result = cli("baseline", "create", "--from-run", str(run), "--service", "governance", "-o", str(path))
+    result = cli(
+        "baseline", "create", "--from-run", str(run), "--service", "governance", "--action", "process_action",
+        "-o", str(path),
+    )
     assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wrote 1 baseline to {path}"
     (baseline,) = BaselineSet.load(path)
     assert (baseline.key.service, baseline.key.action, baseline.key.cohort) == (
         "governance",
@@ -192,8 +198,10 @@ def test_baseline_from_a_benchmark_run(tmp_path):
     assert baseline.histogram.count == 3000 and baseline.histogram.errors == 6
     assert baseline.histogram.quantile(0.95) == hist.quantile(0.95)
 
-    missing = cli("baseline", "create", "--from-run", str(run), "-o", str(tmp_path / "x.json"))
-    assert missing.returncode == 2 and "--from-run needs --service" in missing.stderr
+    # No default series name: a made-up one ("process_action") matched nothing the service records.
+    for given in ([], ["--service", "governance"], ["--action", "query"]):
+        missing = cli("baseline", "create", "--from-run", str(run), *given, "-o", str(tmp_path / "x.json"))
+        _one_line_error(missing, "--from-run needs --service and --action")
 
 
 def _one_line_error(result: subprocess.CompletedProcess, *must_name: str) -> str:
