@@ -66,7 +66,8 @@ class Settings:
     )
     otlp_endpoint: str | None = _setting(
         None,
-        "OTLP collector endpoint, e.g. http://127.0.0.1:4317; unset means no OTLP export.",
+        "OTLP collector endpoint, e.g. http://127.0.0.1:4317; unset means no OTLP export unless an "
+        "`*_exporter` setting names `otlp` (then the SDK's default, localhost:4317 or :4318).",
         ("OTEL_EXPORTER_OTLP_ENDPOINT",),
     )
     otlp_protocol: str = _setting(
@@ -82,6 +83,19 @@ class Settings:
         10.0, "Timeout of one OTLP export, seconds (`OTEL_EXPORTER_OTLP_TIMEOUT` is milliseconds)."
     )
     traces_enabled: bool = _setting(True, "Create spans (metrics are recorded either way).")
+    traces_exporter: str | None = _setting(
+        None,
+        "Span exporters, comma-separated: `otlp`, `console`, `none` or another installed "
+        "`opentelemetry_traces_exporter`. Unset: OTLP when `otlp_endpoint` is set.",
+        ("OTEL_TRACES_EXPORTER",),
+    )
+    metrics_exporter: str | None = _setting(
+        None,
+        "Metric exporters, comma-separated: `otlp`, `console`, `prometheus` (the `/metrics` endpoint, "
+        "itself switched by `prometheus_enabled`), `none` or another installed "
+        "`opentelemetry_metrics_exporter`. Unset: OTLP when `otlp_endpoint` is set.",
+        ("OTEL_METRICS_EXPORTER",),
+    )
     traces_sampler: str = _setting(
         "parentbased_always_on", f"Head sampler: {' | '.join(SAMPLERS)}.", ("OTEL_TRACES_SAMPLER",)
     )
@@ -117,7 +131,8 @@ class Settings:
     )
     instrument_targets: str = _setting(
         "nethical.core:IntegratedGovernance.process_action",
-        "What `NethicalInstrumentor` wraps: comma-separated `module:Class.method`; missing ones are skipped.",
+        "What `NethicalInstrumentor` wraps: comma-separated `module:Class.method`; the ones not found are "
+        "named in one WARNING and skipped.",
     )
     max_attribute_values: int = _setting(
         100, "Distinct values kept per metric attribute (action, cohort); more fold into `other`."

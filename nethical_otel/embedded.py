@@ -36,7 +36,8 @@ def setup(
     ``detector_enabled``) starts the embedded regression detector; ``telemetry.detector``
     is then the running ``Detector`` and ``shutdown()`` stops it.
     """
-    settings = load_settings(config_file, **overrides)
+    # A typo'd NETHICAL_OTEL_* is a WARNING here: telemetry must not stop the service starting.
+    settings = load_settings(config_file, unknown="warn", **overrides)
     telemetry = Telemetry(
         settings,
         span_processors=tuple(span_processors),

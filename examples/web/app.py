@@ -1,5 +1,6 @@
-"""A small web service instrumented with nethical-otel (standard library + nethical-otel only).
+"""A small web service instrumented with nethical-otel and OpenTelemetry's WSGI instrumentation.
 
+    pip install opentelemetry-instrumentation-wsgi   # the one package besides nethical-otel
     python examples/web/app.py --port 8080
     curl -s -X POST http://127.0.0.1:8080/v1/actions -H 'content-type: application/json' \
         -d '{"agent_id": "agent-1", "action": "summarise the report", "action_type": "query"}'
@@ -7,12 +8,13 @@
 
 ``POST /v1/actions`` takes ``{agent_id, action, cohort?, action_type?}`` (what
 ``nethical-otel load --url`` sends) and calls the example governance engine's
-``process_action``, which carries ``@nethical_otel.instrument``. The handler adds what an
-HTTP instrumentation would: a SERVER span that continues the caller's trace (W3C
-``traceparent``) and the ``http.server.request.duration`` histogram. So every request gives
+``process_action``, which carries ``@nethical_otel.instrument``. The HTTP layer is contrib's
+``OpenTelemetryMiddleware``: it continues the caller's trace (W3C ``traceparent``), makes the
+SERVER span and records ``http.server.request.duration``. The engine's span nests inside it,
+with no glue code, because the SERVER span is current while the handler runs:
 
-    span "POST /v1/actions" (SERVER)  ->  child span "process_action"
-    http.server.request.duration{http.route, http.response.status_code}
+    span "POST /v1/actions" (SERVER, the WSGI middleware)  ->  child span "process_action"
+    http.server.request.duration{http.request.method, http.response.status_code, ...}
     nethical.action.duration{nethical.action = action_type, nethical.cohort}
 
 ``GET /healthz`` answers 200. Settings come from the environment as for any service
@@ -30,38 +32,27 @@ import signal
 import socketserver
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from opentelemetry import metrics, propagate, trace
-from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 
 import nethical_otel
 from nethical_otel.example import PROFILES, GovernanceError, IntegratedGovernance
 
 ROUTE = "/v1/actions"
-SCOPE = "examples.web"
-# The semantic conventions' advisory buckets for http.server.request.duration, seconds.
-HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
+ROUTES = (ROUTE, "/healthz")
+# The stable HTTP semantic conventions: with it the middleware records http.server.request.duration
+# in seconds; without it, the old http.server.duration in milliseconds.
+SEMCONV_OPT_IN = ("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
 
 class BadRequest(ValueError):
     """The request body is not what POST /v1/actions takes (answered with 400)."""
-
-
-class _EnvironGetter(Getter[dict]):
-    """Reads W3C trace-context headers (``traceparent``) out of a WSGI environ."""
-
-    def get(self, carrier: dict, key: str) -> list[str] | None:
-        value = carrier.get("HTTP_" + key.upper().replace("-", "_"))
-        return None if value is None else [value]
-
-    def keys(self, carrier: dict) -> list[str]:
-        return [k[5:].lower().replace("_", "-") for k in carrier if k.startswith("HTTP_")]
 
 
 def _action_request(body: bytes) -> dict[str, Any]:
@@ -92,11 +83,11 @@ def _action_request(body: bytes) -> dict[str, Any]:
     }
 
 
-Reply = tuple[int, bytes, str | None]  # HTTP status, JSON body, error.type of a failed request
+Reply = tuple[int, bytes]  # HTTP status, JSON body
 
 
-def _reply(status: int, payload: dict[str, Any], error_type: str | None = None) -> Reply:
-    return status, json.dumps(payload).encode(), error_type
+def _reply(status: int, payload: dict[str, Any]) -> Reply:
+    return status, json.dumps(payload).encode()
 
 
 def make_app(
@@ -104,16 +95,12 @@ def make_app(
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
 ) -> Callable:
-    """The WSGI application. Providers default to the global ones (what ``setup()`` installs)."""
-    tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(SCOPE)
-    meter = (meter_provider or metrics.get_meter_provider()).get_meter(SCOPE)
-    duration = meter.create_histogram(
-        "http.server.request.duration",
-        unit="s",
-        description="Duration of HTTP server requests.",
-        explicit_bucket_boundaries_advisory=HTTP_BUCKETS,
-    )
-    getter = _EnvironGetter()
+    """The WSGI application, inside contrib's ``OpenTelemetryMiddleware``.
+
+    Providers default to the global ones (what ``setup()`` installs). The middleware reads
+    ``OTEL_SEMCONV_STABILITY_OPT_IN`` once per process, when the first one is made: ``main()``
+    sets it to ``http`` unless the environment says otherwise.
+    """
 
     def process(method: str, path: str, body: bytes) -> Reply:
         if path == "/healthz":
@@ -127,42 +114,23 @@ def make_app(
         except BadRequest as exc:
             return _reply(400, {"error": str(exc)})
         except GovernanceError as exc:  # the engine failed: the caller may retry
-            return _reply(503, {"error": str(exc)}, type(exc).__qualname__)
+            return _reply(503, {"error": str(exc)})
         return _reply(200, dataclasses.asdict(decision))
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
-        start = time.perf_counter()
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/"
-        route = path if path in (ROUTE, "/healthz") else None  # never an unbounded path as a label
+        if path in ROUTES:  # the middleware knows no routes; the app does (never a raw path)
+            trace.get_current_span().set_attribute(HTTP_ROUTE, path)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
-        attributes: dict[str, Any] = {"http.request.method": method, "url.path": path, "url.scheme": "http"}
-        if route:
-            attributes["http.route"] = route
-        with tracer.start_as_current_span(
-            f"{method} {route}" if route else method,
-            context=propagate.extract(environ, getter=getter),
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-        ) as span:
-            status, payload, error_type = process(method, path, body)
-            span.set_attribute("http.response.status_code", status)
-            if status >= 500:
-                span.set_attribute("error.type", error_type or str(status))
-                span.set_status(Status(StatusCode.ERROR, error_type))
-        labels: dict[str, Any] = {"http.request.method": method, "http.response.status_code": status}
-        if route:
-            labels["http.route"] = route
-        if status >= 500:
-            labels["error.type"] = error_type or str(status)
-        duration.record(time.perf_counter() - start, labels)
+        status, payload = process(method, path, body)
         start_response(
             f"{status} {HTTPStatus(status).phrase}",
             [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
         )
         return [payload]
 
-    return app
+    return OpenTelemetryMiddleware(app, tracer_provider=tracer_provider, meter_provider=meter_provider)
 
 
 class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
@@ -192,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="seed the simulated latencies")
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("OTEL_SERVICE_NAME", "governance-web")  # a default the environment can change
+    os.environ.setdefault("OTEL_SERVICE_NAME", "governance-web")  # defaults the environment can change
+    os.environ.setdefault(*SEMCONV_OPT_IN)
     overrides = {} if args.metrics_port is None else {"prometheus_port": args.metrics_port}
     try:
         telemetry = nethical_otel.setup(**overrides)

@@ -25,6 +25,19 @@ from nethical_otel.detect.build import build_detector
 from nethical_otel.detect.detector import Detector, SeriesReport
 from nethical_otel.detect.sources import PrometheusSource
 from nethical_otel.errors import ConfigError, FailureLog, quiet_http_logging, redact_text
+from nethical_otel.names import (
+    DETECTOR_ALERTS,
+    DETECTOR_BASELINE,
+    DETECTOR_BASELINE_ERRORS,
+    DETECTOR_BASELINE_RPS,
+    DETECTOR_CURRENT,
+    DETECTOR_CURRENT_ERRORS,
+    DETECTOR_CURRENT_RPS,
+    DETECTOR_EVALUATION_DURATION,
+    DETECTOR_EVALUATIONS,
+    DETECTOR_MDE,
+    DETECTOR_RATIO,
+)
 from nethical_otel.stats import Comparison
 
 _log = logging.getLogger(__name__)
@@ -65,45 +78,33 @@ class AgentMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         q = (*SERIES, "quantile")
-        self.baseline_seconds = Gauge(
-            "nethical_detector_baseline_seconds", "Baseline quantile.", q, registry=r
-        )
-        self.current_seconds = Gauge(
-            "nethical_detector_current_seconds", "Live window quantile.", q, registry=r
-        )
-        self.ratio = Gauge("nethical_detector_ratio", "Live / baseline quantile.", q, registry=r)
+        self.baseline_seconds = Gauge(DETECTOR_BASELINE, "Baseline quantile.", q, registry=r)
+        self.current_seconds = Gauge(DETECTOR_CURRENT, "Live window quantile.", q, registry=r)
+        self.ratio = Gauge(DETECTOR_RATIO, "Live / baseline quantile.", q, registry=r)
         self.min_detectable_effect = Gauge(
-            "nethical_detector_min_detectable_effect_ratio",
+            DETECTOR_MDE,
             "Smallest relative rise of the quantile the last comparison would have detected "
             "(80 % power at the policy's confidence; 0.07 = 7 %). +Inf: too few calls to prove any.",
             q,
             registry=r,
         )
-        self.baseline_errors = Gauge(
-            "nethical_detector_baseline_error_ratio", "Baseline error ratio.", SERIES, registry=r
-        )
-        self.current_errors = Gauge(
-            "nethical_detector_current_error_ratio", "Live window error ratio.", SERIES, registry=r
-        )
-        self.baseline_rps = Gauge(
-            "nethical_detector_baseline_requests_per_second", "Baseline throughput.", SERIES, registry=r
-        )
-        self.current_rps = Gauge(
-            "nethical_detector_current_requests_per_second", "Live window throughput.", SERIES, registry=r
-        )
+        self.baseline_errors = Gauge(DETECTOR_BASELINE_ERRORS, "Baseline error ratio.", SERIES, registry=r)
+        self.current_errors = Gauge(DETECTOR_CURRENT_ERRORS, "Live window error ratio.", SERIES, registry=r)
+        self.baseline_rps = Gauge(DETECTOR_BASELINE_RPS, "Baseline throughput.", SERIES, registry=r)
+        self.current_rps = Gauge(DETECTOR_CURRENT_RPS, "Live window throughput.", SERIES, registry=r)
         self.alerts = Gauge(
-            "nethical_detector_alerts",
+            DETECTOR_ALERTS,
             "1 per pending or firing alert.",
             ("alertname", "severity", "state", *SERIES, "quantile"),
             registry=r,
         )
         self.duration = Histogram(
-            "nethical_detector_evaluation_duration_seconds",
+            DETECTOR_EVALUATION_DURATION,
             "Time one evaluation step takes.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
-        self.evaluations = Counter("nethical_detector_evaluations", "Evaluation steps run.", registry=r)
+        self.evaluations = Counter(DETECTOR_EVALUATIONS, "Evaluation steps run.", registry=r)
         self._gauges = (
             self.baseline_seconds,
             self.current_seconds,

@@ -23,14 +23,22 @@ import numpy as np
 
 from nethical_otel.detect.baseline import SeriesKey
 from nethical_otel.errors import ConfigError, NethicalOtelError, quiet_http_logging, redact_text, redact_url
+from nethical_otel.names import (
+    ACTION,
+    ACTION_LABEL,
+    COHORT,
+    COHORT_LABEL,
+    DURATION_METRIC,
+    ERROR_TYPE_LABEL,
+    JOB_LABEL,
+    SERVICE_NAME_LABEL,
+)
 from nethical_otel.stats import LatencyHistogram, StatsError
 from nethical_otel.stats.wire import scale_for_bounds
 
 _log = logging.getLogger(__name__)
 
 _ABANDONED: list[httpx.Client] = []  # a forked child's copies of the parent's clients
-ACTION_ATTRIBUTE = "nethical.action"
-COHORT_ATTRIBUTE = "nethical.cohort"
 
 
 @dataclass(frozen=True)
@@ -104,10 +112,10 @@ class InProcessSource:
     def cumulative(self) -> dict[SeriesKey, LatencyHistogram]:
         merged: dict[SeriesKey, LatencyHistogram] = {}
         for attributes, hist in self._histograms():
-            action = attributes.get(ACTION_ATTRIBUTE)
+            action = attributes.get(ACTION)
             if action is None:  # the overflow series (otel.metric.overflow): a mix, no baseline
                 continue
-            key = SeriesKey(self.service, action, attributes.get(COHORT_ATTRIBUTE, ""))
+            key = SeriesKey(self.service, action, attributes.get(COHORT, ""))
             if key in merged:
                 merged[key].merge(hist)
             else:
@@ -144,10 +152,10 @@ class PrometheusSource:
         url: str,
         window_s: float,
         *,
-        metric: str = "nethical_action_duration_seconds",
-        service_label: str = "job",
-        action_label: str = "nethical_action",
-        cohort_label: str = "nethical_cohort",
+        metric: str = DURATION_METRIC,
+        service_label: str = JOB_LABEL,
+        action_label: str = ACTION_LABEL,
+        cohort_label: str = COHORT_LABEL,
         selector: str = "",
         timeout_s: float = 10.0,
         client: httpx.Client | None = None,
@@ -223,7 +231,7 @@ class PrometheusSource:
         sums = {self._key(r["metric"]): float(r["value"][1]) for r in self._query(increase("sum"), now)}
         errors = {
             self._key(r["metric"]): float(r["value"][1])
-            for r in self._query(increase("count", extra='error_type!=""'), now)
+            for r in self._query(increase("count", extra=f'{ERROR_TYPE_LABEL}!=""'), now)
         }
         windows: dict[SeriesKey, Window] = {}
         for key, by_le in buckets.items():
@@ -263,7 +271,7 @@ class Scrape:
     errors: dict[SeriesKey, float]
 
 
-def scrape(url: str, metric: str = "nethical_action_duration_seconds", timeout_s: float = 10.0) -> Scrape:
+def scrape(url: str, metric: str = DURATION_METRIC, timeout_s: float = 10.0) -> Scrape:
     """Read one service's ``/metrics`` directly (no Prometheus needed).
 
     The service name comes from ``target_info``'s ``service_name``.
@@ -283,21 +291,21 @@ def scrape(url: str, metric: str = "nethical_action_duration_seconds", timeout_s
     service = "unknown_service"
     for family in families:
         if family.name in ("target", "target_info"):
-            service = next((s.labels.get("service_name", service) for s in family.samples), service)
+            service = next((s.labels.get(SERVICE_NAME_LABEL, service) for s in family.samples), service)
     result = Scrape(time.time(), {}, {}, {})
     for family in families:
         if family.name != metric:
             continue
         for sample in family.samples:
             labels = sample.labels
-            key = SeriesKey(service, labels.get("nethical_action", ""), labels.get("nethical_cohort", ""))
+            key = SeriesKey(service, labels.get(ACTION_LABEL, ""), labels.get(COHORT_LABEL, ""))
             if sample.name.endswith("_bucket"):
                 by_le = result.buckets.setdefault(key, {})
                 le = float(labels["le"])
                 by_le[le] = by_le.get(le, 0.0) + sample.value
             elif sample.name.endswith("_sum"):
                 result.sums[key] = result.sums.get(key, 0.0) + sample.value
-            elif sample.name.endswith("_count") and labels.get("error_type"):
+            elif sample.name.endswith("_count") and labels.get(ERROR_TYPE_LABEL):
                 result.errors[key] = result.errors.get(key, 0.0) + sample.value
     return result
 

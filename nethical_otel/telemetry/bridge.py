@@ -34,6 +34,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from nethical_otel._version import __version__
+from nethical_otel.names import DURATION, SCOPE
 from nethical_otel.telemetry.recorder import RecorderRegistry
 
 if TYPE_CHECKING:
@@ -43,10 +44,8 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-DURATION_NAME = "nethical.action.duration"
 DURATION_DESCRIPTION = "Duration of instrumented actions (process_action and friends)."
-SCOPE_NAME = "nethical_otel"
-SCOPE = InstrumentationScope(SCOPE_NAME, __version__)
+INSTRUMENTATION_SCOPE = InstrumentationScope(SCOPE, __version__)
 OTLP_EXPONENTIAL_MAX_SIZE = 160  # the SDK's default max_size for exponential histograms
 
 
@@ -147,10 +146,10 @@ def _with_metric(scope_metrics: Sequence[ScopeMetrics], metric: Metric) -> list[
     """
     out = list(scope_metrics)
     for i, sm in enumerate(out):
-        if sm.scope == SCOPE:
+        if sm.scope == INSTRUMENTATION_SCOPE:
             out[i] = ScopeMetrics(scope=sm.scope, metrics=[*sm.metrics, metric], schema_url=sm.schema_url)
             return out
-    out.append(ScopeMetrics(scope=SCOPE, metrics=[metric], schema_url=""))
+    out.append(ScopeMetrics(scope=INSTRUMENTATION_SCOPE, metrics=[metric], schema_url=""))
     return out
 
 
@@ -183,7 +182,7 @@ class HistogramBridge:
                 data_points=[_explicit_point(a, h, self.layout, self._start_ns, now_ns) for a, h in series],
                 aggregation_temporality=AggregationTemporality.CUMULATIVE,
             )
-        return Metric(name=DURATION_NAME, description=DURATION_DESCRIPTION, unit="s", data=data)
+        return Metric(name=DURATION, description=DURATION_DESCRIPTION, unit="s", data=data)
 
     def merge_into(self, collected: MetricsData | None, exponential: bool) -> MetricsData | None:
         metric = self.metric(exponential)

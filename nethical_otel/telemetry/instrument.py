@@ -23,9 +23,10 @@ from typing import Any, ClassVar, TypeVar, overload
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, Status, StatusCode
 
-from nethical_otel.telemetry.bridge import explicit_bounds
-from nethical_otel.telemetry.pipeline import api_pipeline
-from nethical_otel.telemetry.recorder import ACTION, AGENT_ID, COHORT, ERROR_TYPE
+from nethical_otel.config import Settings, load_settings
+from nethical_otel.errors import ConfigError
+from nethical_otel.names import ACTION, AGENT_ID, COHORT, ERROR_TYPE
+from nethical_otel.telemetry.pipeline import Pipeline, api_pipeline
 from nethical_otel.text import clean
 
 _log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class _State:
         self.pipeline = None
         self.generation = 0
         self.lock = threading.Lock()
+        self.settings: Settings | None = None  # for the API pipeline; read on first use if None
 
     def activate(self, pipeline) -> None:
         with self.lock:
@@ -58,12 +60,33 @@ class _State:
         if pipeline is None:
             with self.lock:
                 if self.pipeline is None:
-                    self.pipeline = api_pipeline(explicit_bounds(0.001, 30.0, 4))
+                    self.pipeline = api_pipeline(self.settings or _api_settings())
                 pipeline = self.pipeline
         return pipeline
 
 
+def _api_settings() -> Settings:
+    """The environment's settings (a mistyped variable is a WARNING), or the defaults."""
+    try:
+        return load_settings(unknown="warn")
+    except ConfigError as exc:  # a bad value must not cost the service its calls
+        _log.warning("nethical-otel: %s; recording with the default settings", exc)
+        return Settings()
+
+
 STATE = _State()
+
+
+class FixedPipeline:
+    """A pipeline source that never switches: what an instrumentor given providers records into."""
+
+    generation = 0
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def current(self) -> Pipeline:
+        return self.pipeline
 
 
 def _new_lock_after_fork() -> None:
@@ -161,7 +184,9 @@ class _Site:
         action_arg: str | None,
         cohort_arg: str | None,
         agent_id_arg: str | None,
+        state: _State | FixedPipeline = STATE,
     ) -> None:
+        self.state = state
         self.name = clean(name)
         self.action = clean(action) if action is not None else self.name
         self.static_attributes = _span_attributes(attributes)
@@ -174,10 +199,11 @@ class _Site:
 
     def bind(self) -> _Binding:
         binding = self.binding
-        if binding.generation != STATE.generation:
-            generation = STATE.generation
+        state = self.state
+        if binding.generation != state.generation:
+            generation = state.generation
             try:
-                pipeline = STATE.current()
+                pipeline = state.current()
                 if pipeline.registry is None:  # telemetry disabled
                     pipeline = None
                 binding = _Binding(self, pipeline, generation)
@@ -278,7 +304,7 @@ class _Call:
 
 def _begin(site: _Site, args: tuple, kwargs: dict) -> _Call | None:
     binding = site.binding
-    if binding.generation != STATE.generation:
+    if binding.generation != site.state.generation:
         binding = site.bind()
     if binding.pipeline is None:
         return None
@@ -368,14 +394,28 @@ def instrument(
     """
 
     def decorate(f: F) -> F:
-        try:
-            signature = inspect.signature(f)
-        except (TypeError, ValueError):
-            signature = None
-        site = _Site(name or f.__name__, action, attributes, signature, action_arg, cohort_arg, agent_id_arg)
-        return _wrap(f, site)  # type: ignore[return-value]
+        return _instrument(f, STATE, name, action, attributes, action_arg, cohort_arg, agent_id_arg)
 
     return decorate(func) if func is not None else decorate
+
+
+def instrument_into(
+    pipeline: FixedPipeline, func: F, *, name: str | None = None, action_arg: str | None = None
+) -> F:
+    """``instrument(func, name=..., action_arg=...)``, recording into ``pipeline`` whatever
+    ``setup()`` does (an instrumentor given its own providers)."""
+    return _instrument(func, pipeline, name, None, None, action_arg, "cohort", "agent_id")
+
+
+def _instrument(f, state, name, action, attributes, action_arg, cohort_arg, agent_id_arg):
+    try:
+        signature = inspect.signature(f)
+    except (TypeError, ValueError):
+        signature = None
+    site = _Site(
+        name or f.__name__, action, attributes, signature, action_arg, cohort_arg, agent_id_arg, state
+    )
+    return _wrap(f, site)
 
 
 class action:

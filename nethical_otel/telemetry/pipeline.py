@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -27,12 +28,15 @@ from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from nethical_otel._version import __version__
-from nethical_otel.telemetry.bridge import DURATION_DESCRIPTION, DURATION_NAME, SCOPE_NAME
-from nethical_otel.telemetry.recorder import ACTION, RecorderRegistry
+from nethical_otel.names import ACTION, ACTIVE, DURATION, SCOPE
+from nethical_otel.telemetry.bridge import DURATION_DESCRIPTION, explicit_bounds
+from nethical_otel.telemetry.recorder import RecorderRegistry
+
+if TYPE_CHECKING:
+    from nethical_otel.config import Settings
 
 _log = logging.getLogger(__name__)
 
-ACTIVE_NAME = "nethical.action.active"
 _TRACE_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
@@ -98,7 +102,7 @@ class Pipeline:
         self.head_sampler = head_sampler
         if meter is not None:
             meter.create_observable_up_down_counter(
-                ACTIVE_NAME,
+                ACTIVE,
                 callbacks=[self._observe_active],
                 unit="{call}",
                 description="Instrumented actions in flight.",
@@ -134,18 +138,30 @@ class _ApiSeries:
         self._histogram.record(seconds, self.attributes)
 
 
-def api_pipeline(bounds: list[float], max_attribute_values: int = 100) -> Pipeline:
-    """A pipeline on the global OpenTelemetry providers, whatever SDK set-up they have."""
-    meter = metrics.get_meter(SCOPE_NAME, __version__)
+def api_pipeline(
+    settings: Settings,
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+) -> Pipeline:
+    """A pipeline on these providers (default: the global ones), whatever SDK set-up they have.
+
+    The histogram's advisory ``le`` bounds are the ones ``setup()`` uses, from the same settings
+    (``bucket_min_s``, ``bucket_max_s``, ``buckets_per_octave``): one bucket layout either way.
+    """
+    meter = metrics.get_meter(SCOPE, __version__, meter_provider)
     histogram = meter.create_histogram(
-        DURATION_NAME,
+        DURATION,
         unit="s",
         description=DURATION_DESCRIPTION,
-        explicit_bucket_boundaries_advisory=bounds,
+        explicit_bucket_boundaries_advisory=explicit_bounds(
+            settings.bucket_min_s, settings.bucket_max_s, settings.buckets_per_octave
+        ),
     )
     registry = RecorderRegistry(
         scale=0,
-        max_attribute_values=max_attribute_values,
+        max_attribute_values=settings.max_attribute_values,
+        max_series=settings.max_series,
         make_series=lambda attributes, error_type: _ApiSeries(histogram, attributes, error_type),
     )
-    return Pipeline(registry=registry, tracer=trace.get_tracer(SCOPE_NAME, __version__), meter=meter)
+    tracer = trace.get_tracer(SCOPE, __version__, tracer_provider)
+    return Pipeline(registry=registry, tracer=tracer, meter=meter)

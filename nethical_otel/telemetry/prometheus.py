@@ -33,13 +33,13 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from nethical_otel._version import __version__
-from nethical_otel.telemetry.bridge import DURATION_DESCRIPTION, SCOPE_NAME, LeLayout
+from nethical_otel.names import DURATION_METRIC, SCOPE
+from nethical_otel.telemetry.bridge import DURATION_DESCRIPTION, LeLayout
 from nethical_otel.telemetry.recorder import RecorderRegistry, SeriesRecorder
 
 _log = logging.getLogger(__name__)
 
-FAMILY = "nethical_action_duration_seconds"
-_SCOPE_LABELS = f'otel_scope_name="{SCOPE_NAME}",otel_scope_version="{__version__}"'
+_SCOPE_LABELS = f'otel_scope_name="{SCOPE}",otel_scope_version="{__version__}"'
 
 
 def _label_name(key: str) -> str:
@@ -57,7 +57,7 @@ def labels_of(attributes: dict[str, str]) -> str:
 
 
 class HistogramText:
-    """The ``nethical_action_duration_seconds`` family of one registry, as exposition text."""
+    """The ``DURATION_METRIC`` family (``nethical_action_duration_seconds``) of one registry, as text."""
 
     def __init__(self, registry: RecorderRegistry, layout: LeLayout) -> None:
         self.registry = registry
@@ -74,8 +74,8 @@ class HistogramText:
 
     def render(self, openmetrics: bool) -> Iterator[bytes]:
         """The family in UTF-8 chunks, one per series (so a big scrape is never one big copy)."""
-        head = f"# HELP {FAMILY} {DURATION_DESCRIPTION}\n# TYPE {FAMILY} histogram\n"
-        yield (head + f"# UNIT {FAMILY} seconds\n" if openmetrics else head).encode()
+        head = f"# HELP {DURATION_METRIC} {DURATION_DESCRIPTION}\n# TYPE {DURATION_METRIC} histogram\n"
+        yield (head + f"# UNIT {DURATION_METRIC} seconds\n" if openmetrics else head).encode()
         for recorder in self.registry.recorders():
             try:
                 chunk = self._series_text(recorder)
@@ -92,10 +92,11 @@ class HistogramText:
         if not hist.count:
             return b""
         labels = self._labels_for(recorder)
-        bucket = f'{FAMILY}_bucket{{{labels},le="'
+        family = DURATION_METRIC
+        bucket = f'{family}_bucket{{{labels},le="'
         counts = self.layout.cumulative(hist)
         lines = [f"{bucket}{b}{c}\n" for b, c in zip(self._le, counts, strict=True)]
-        lines.append(f"{FAMILY}_count{{{labels}}} {hist.count}\n{FAMILY}_sum{{{labels}}} {hist.sum!r}\n")
+        lines.append(f"{family}_count{{{labels}}} {hist.count}\n{family}_sum{{{labels}}} {hist.sum!r}\n")
         return "".join(lines).encode()
 
 

@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from nethical_otel.names import ACTION, COHORT, ERROR_TYPE, ERROR_TYPE_OTHER, OTHER, OVERFLOW
 from nethical_otel.text import clean
 
 if TYPE_CHECKING:
@@ -42,15 +43,6 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 DRAIN_AT = 512
-OTHER = "other"
-
-# Attribute keys on metrics (bounded cardinality) and spans.
-ACTION = "nethical.action"
-COHORT = "nethical.cohort"
-AGENT_ID = "nethical.agent.id"
-ERROR_TYPE = "error.type"
-OVERFLOW = "otel.metric.overflow"
-ERROR_TYPE_OTHER = "_OTHER"  # semantic conventions: the fallback value of error.type
 
 
 class SeriesRecorder:

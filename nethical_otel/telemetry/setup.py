@@ -7,6 +7,13 @@ the service share them. Exports run on background threads: a collector that is d
 slow costs the service nothing but the dropped telemetry, and the process exit at most
 ``SHUTDOWN_TIMEOUT_S`` (the SDK's own exit handlers are replaced by one bounded ``shutdown``).
 
+Exporters are chosen as the SDK's auto-configuration chooses them, from ``OTEL_TRACES_EXPORTER``
+and ``OTEL_METRICS_EXPORTER`` (the ``traces_exporter`` / ``metrics_exporter`` settings):
+comma-separated ``otlp``, ``console``, ``none`` or any installed exporter entry point; for
+metrics ``prometheus`` is our own ``/metrics`` (on or off by ``prometheus_enabled``). A name
+that is not installed is a WARNING, not an error. Unset, OTLP is exported exactly when an
+endpoint is configured (the SDK would default to ``otlp`` on localhost).
+
 After ``fork()`` the child keeps recording: its series start empty, the SDK restarts its
 export threads, and ``/metrics`` moves to a new port (see ``telemetry/prometheus.py``).
 """
@@ -23,10 +30,10 @@ from collections.abc import Callable, Sequence
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -38,7 +45,8 @@ from opentelemetry.sdk.trace.sampling import (
 from nethical_otel._version import __version__
 from nethical_otel.config import Settings
 from nethical_otel.errors import ConfigError
-from nethical_otel.telemetry.bridge import SCOPE_NAME, HistogramBridge, LeLayout
+from nethical_otel.names import SCOPE
+from nethical_otel.telemetry.bridge import HistogramBridge, LeLayout
 from nethical_otel.telemetry.instrument import STATE
 from nethical_otel.telemetry.pipeline import HandoffIdGenerator, HeadSampler, Pipeline
 from nethical_otel.telemetry.recorder import RecorderRegistry
@@ -89,27 +97,114 @@ def _sampler(settings: Settings) -> Sampler:
     return ParentBased(root) if settings.parent_based else root
 
 
-def _otlp_exporters(settings: Settings):
-    """(span exporter, metric exporter) for the configured OTLP endpoint and protocol."""
-    endpoint = settings.otlp_endpoint.rstrip("/")
+# What OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER may name for OTLP, and the protocol each means
+# (None: the `otlp_protocol` setting). Without an endpoint, the SDK's default one (localhost).
+_OTLP = {"otlp": None, "otlp_proto_grpc": "grpc", "otlp_proto_http": "http/protobuf"}
+OTLP_DEFAULT_ENDPOINTS = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318"}
+PROMETHEUS_EXPORTER = "prometheus"  # our /metrics endpoint, switched by `prometheus_enabled`
+
+
+def _exporter_names(value: str | None) -> list[str] | None:
+    """The exporters a comma-separated ``OTEL_*_EXPORTER`` value names, ``none`` dropped; None if unset.
+
+    Unset keeps what nethical-otel did before it read these variables (OTLP exactly when an
+    endpoint is configured), where the SDK's own auto-configuration would default to ``otlp``.
+    """
+    if value is None:
+        return None
+    names: list[str] = []
+    for name in (part.strip() for part in value.split(",")):
+        if name and name.lower() != "none" and name not in names:
+            names.append(name)
+    return names
+
+
+def _otlp_exporter(settings: Settings, signal: str, protocol: str | None):
+    """The OTLP span (``signal="traces"``) or metric exporter for the settings' endpoint."""
+    protocol = protocol or settings.otlp_protocol
+    endpoint = (settings.otlp_endpoint or OTLP_DEFAULT_ENDPOINTS[protocol]).rstrip("/")
     headers = dict(settings.otlp_headers) or None
     timeout = settings.otlp_timeout_s
-    if settings.otlp_protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
+    if protocol == "grpc":
+        if signal == "traces":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Exporter
+        else:
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Exporter
         insecure = not endpoint.startswith("https://")
-        return (
-            OTLPSpanExporter(endpoint=endpoint, insecure=insecure, headers=headers, timeout=timeout),
-            OTLPMetricExporter(endpoint=endpoint, insecure=insecure, headers=headers, timeout=timeout),
-        )
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        return Exporter(endpoint=endpoint, insecure=insecure, headers=headers, timeout=timeout)
+    if signal == "traces":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Exporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Exporter
+    return Exporter(endpoint=f"{endpoint}/v1/{signal}", headers=headers, timeout=timeout)
 
-    return (
-        OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", headers=headers, timeout=timeout),
-        OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics", headers=headers, timeout=timeout),
-    )
+
+def _installed_exporter(signal: str, name: str, kinds: tuple[type, ...]):
+    """An instance of the exporter (or metric reader) installed as entry point ``name``, as the
+    SDK's auto-configuration makes it; None, with a WARNING, when there is none or it fails."""
+    from importlib.metadata import entry_points
+
+    variable, group = f"OTEL_{signal.upper()}_EXPORTER", f"opentelemetry_{signal}_exporter"
+    found = list(entry_points(group=group, name=name))
+    if not found:
+        known = {*_OTLP, "none", *(ep.name for ep in entry_points(group=group))}
+        _log.warning(
+            "nethical-otel: %s names %r, which is no installed exporter; ignored (known: %s)",
+            variable,
+            name,
+            ", ".join(sorted(known)),
+        )
+        return None
+    try:
+        exporter = found[0].load()
+        if not (isinstance(exporter, type) and issubclass(exporter, kinds)):
+            raise TypeError(f"{found[0].value} is not a {signal} exporter")
+        return exporter()
+    except Exception as exc:  # someone else's package: it must not stop the service starting
+        _log.warning(
+            "nethical-otel: %s: exporter %r failed (%s: %s); ignored", variable, name, type(exc).__name__, exc
+        )
+        return None
+
+
+def _span_exporters(settings: Settings) -> list[SpanExporter]:
+    names = _exporter_names(settings.traces_exporter)
+    if names is None:
+        names = ["otlp"] if settings.otlp_endpoint else []
+    exporters = []
+    for name in names:
+        if name in _OTLP:
+            exporters.append(_otlp_exporter(settings, "traces", _OTLP[name]))
+        elif (exporter := _installed_exporter("traces", name, (SpanExporter,))) is not None:
+            exporters.append(exporter)
+    return exporters
+
+
+def _metric_readers(settings: Settings) -> list[MetricReader]:
+    """Readers for the pushing metric exporters; ``prometheus`` is our /metrics, not one of them."""
+    names = _exporter_names(settings.metrics_exporter)
+    if names is None:
+        names = ["otlp"] if settings.otlp_endpoint else []
+    interval = settings.metric_export_interval_ms
+    readers = []
+    for name in names:
+        if name == PROMETHEUS_EXPORTER:
+            if not settings.prometheus_enabled:
+                _log.warning(
+                    "nethical-otel: OTEL_METRICS_EXPORTER names prometheus, but the /metrics endpoint is "
+                    "switched off (prometheus_enabled=false, NETHICAL_OTEL_PROMETHEUS_ENABLED)"
+                )
+        elif name in _OTLP:
+            readers.append(
+                PeriodicExportingMetricReader(_otlp_exporter(settings, "metrics", _OTLP[name]), interval)
+            )
+        else:
+            found = _installed_exporter("metrics", name, (MetricExporter, MetricReader))
+            if isinstance(found, MetricReader):
+                readers.append(found)
+            elif found is not None:
+                readers.append(PeriodicExportingMetricReader(found, interval))
+    return readers
 
 
 class Telemetry:
@@ -149,26 +244,18 @@ class Telemetry:
     ) -> None:
         s = self.settings
         resource = Resource.create({**s.resource_attributes, "service.name": s.service_name})
-        span_exporter = metric_exporter = None
-        if s.otlp_endpoint:
-            span_exporter, metric_exporter = _otlp_exporters(s)
-
         id_generator = HandoffIdGenerator()
         self.tracer_provider = TracerProvider(
             resource=resource, sampler=_sampler(s), id_generator=id_generator, shutdown_on_exit=False
         )
-        if span_exporter is not None and s.traces_enabled:
-            self.tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        for exporter in _span_exporters(s) if s.traces_enabled else ():
+            self.tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
         for processor in span_processors:
             self.tracer_provider.add_span_processor(processor)
 
-        readers: list[tuple[MetricReader, bool]] = []  # (reader, wants exponential histograms)
         exponential = s.histogram_aggregation == "base2_exponential_bucket_histogram"
-        if metric_exporter is not None:
-            readers.append(
-                (PeriodicExportingMetricReader(metric_exporter, s.metric_export_interval_ms), exponential)
-            )
-        readers.extend((reader, exponential) for reader in metric_readers)
+        # (reader, wants exponential histograms)
+        readers = [(reader, exponential) for reader in (*_metric_readers(s), *metric_readers)]
         self.registry = RecorderRegistry(
             scale=s.histogram_scale, max_attribute_values=s.max_attribute_values, max_series=s.max_series
         )
@@ -187,13 +274,13 @@ class Telemetry:
         tracer = None
         head_sampler = None
         if s.traces_enabled:
-            tracer = self.tracer_provider.get_tracer(SCOPE_NAME, __version__)
+            tracer = self.tracer_provider.get_tracer(SCOPE, __version__)
             head_sampler = HeadSampler(s.sampling_ratio, s.parent_based, id_generator)
         self._pipeline = Pipeline(
             registry=self.registry,
             tracer=tracer,
             head_sampler=head_sampler,
-            meter=self.meter_provider.get_meter(SCOPE_NAME, __version__),
+            meter=self.meter_provider.get_meter(SCOPE, __version__),
         )
 
     def _start_prometheus(self, layout: LeLayout) -> MetricReader:
@@ -225,8 +312,9 @@ class Telemetry:
             try:
                 self._metrics_endpoint.restart_after_fork()
                 self.prometheus_url = self._metrics_endpoint.url
-                _log.info("nethical-otel: forked child %d serves /metrics on %s", os.getpid(),
-                          self.prometheus_url)
+                _log.info(
+                    "nethical-otel: forked child %d serves /metrics on %s", os.getpid(), self.prometheus_url
+                )
             except OSError as exc:
                 _log.warning("nethical-otel: forked process %d cannot serve /metrics (%s)", os.getpid(), exc)
                 self._metrics_endpoint = None

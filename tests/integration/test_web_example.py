@@ -1,9 +1,12 @@
 """examples/web/app.py, the example of docs/web-service.md, over real HTTP on loopback.
 
+The HTTP layer is the real contrib ``OpenTelemetryMiddleware`` (opentelemetry-instrumentation-wsgi).
+
 (a) Run as the docs say (``python examples/web/app.py --port P``): requests are answered,
     its /metrics counts every process_action call per action type and every HTTP request
-    per route and status, and SIGTERM stops it with status 0.
-(b) In-process against the SDK's in-memory exporter and reader: the request's SERVER span
+    per method and status (``http.server.request.duration``, from the middleware's scope),
+    and SIGTERM stops it with status 0.
+(b) In-process against the SDK's in-memory exporter and reader: the middleware's SERVER span
     continues the caller's trace and is the parent of the ``process_action`` span; a failing
     call is an ERROR on both spans, a 503, and a ``nethical.action.duration`` point with
     ``error.type``.
@@ -16,12 +19,14 @@ import os
 import re
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -29,11 +34,24 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import nethical_otel
 from nethical_otel.example import IntegratedGovernance
+from nethical_otel.names import (
+    ACTION,
+    ACTION_LABEL,
+    AGENT_ID,
+    COHORT,
+    COHORT_LABEL,
+    DURATION,
+    DURATION_METRIC,
+    ERROR_TYPE,
+    ERROR_TYPE_LABEL,
+)
 from tests.servers import LOOPBACK, ServerProcess, free_port
 
 APP = Path(__file__).parents[2] / "examples" / "web" / "app.py"
 ACTIONS = {"query": 6, "tool_call": 4, "generate": 2}
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+WSGI_SCOPE = "opentelemetry.instrumentation.wsgi"  # the contrib middleware's instrumentation scope
+HTTP_DURATION = "http.server.request.duration"
 
 
 def _load_app_module():
@@ -89,21 +107,21 @@ def test_app_script_serves_and_exports_metrics(tmp_path: Path) -> None:
         exposition = httpx.get(f"http://{LOOPBACK}:{metrics_port}/metrics", timeout=10).text
 
         calls = Counter()
-        for labels, value in _samples(exposition, "nethical_action_duration_seconds_count"):
-            assert labels["nethical_cohort"] == "web"
-            assert "error_type" not in labels
-            calls[labels["nethical_action"]] += value
+        for labels, value in _samples(exposition, f"{DURATION_METRIC}_count"):
+            assert labels[COHORT_LABEL] == "web"
+            assert ERROR_TYPE_LABEL not in labels
+            calls[labels[ACTION_LABEL]] += value
         assert calls == ACTIONS  # exactly one observation per process_action call
 
-        requests = {
-            (labels.get("http_route", ""), labels["http_response_status_code"]): value
-            for labels, value in _samples(exposition, "http_server_request_duration_seconds_count")
-        }
-        assert requests[("/v1/actions", "200")] == sum(ACTIONS.values())
-        assert requests[("/v1/actions", "400")] == 2
-        assert requests[("/v1/actions", "405")] == 1
-        assert requests[("", "404")] == 1
-        assert requests[("/healthz", "200")] >= 1  # ServerProcess polled it
+        requests = {}
+        for labels, value in _samples(exposition, "http_server_request_duration_seconds_count"):
+            assert labels["otel_scope_name"] == WSGI_SCOPE  # recorded by the contrib middleware
+            requests[(labels["http_request_method"], labels["http_response_status_code"])] = value
+        assert requests[("POST", "200")] == sum(ACTIONS.values())
+        assert requests[("POST", "400")] == 2
+        assert requests[("GET", "405")] == 1
+        assert requests[("GET", "404")] == 1
+        assert requests[("GET", "200")] >= 1  # ServerProcess polled /healthz
 
         server.proc.terminate()
         assert server.proc.wait(timeout=15) == 0, server.log_tail()
@@ -113,9 +131,15 @@ InProcess = tuple[str, InMemorySpanExporter, InMemoryMetricReader, IntegratedGov
 
 
 @pytest.fixture
-def in_process(clean_env: None) -> Iterator[InProcess]:
+def in_process(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcess]:
     """The app on a free loopback port, recording into the SDK's in-memory exporter and reader."""
     web = _load_app_module()
+    # The middleware reads the semantic-conventions opt-in once per process (as main() sets it):
+    # start from scratch, as contrib's own tests do, and restore what was there afterwards.
+    monkeypatch.setenv(*web.SEMCONV_OPT_IN)
+    semconv = _OpenTelemetrySemanticConventionStability
+    monkeypatch.setattr(semconv, "_initialized", False)
+    monkeypatch.setattr(semconv, "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", {})
     spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
     telemetry = nethical_otel.setup(
         span_processors=[SimpleSpanProcessor(spans)],
@@ -137,16 +161,28 @@ def in_process(clean_env: None) -> Iterator[InProcess]:
         telemetry.shutdown()
 
 
-def _points(reader: InMemoryMetricReader, name: str) -> list:
+def _points(reader: InMemoryMetricReader, name: str, scope: str | None = None) -> list:
     data = reader.get_metrics_data()
     return [
         point
         for rm in (data.resource_metrics if data else [])
         for sm in rm.scope_metrics
+        if scope is None or sm.scope.name == scope
         for metric in sm.metrics
         if metric.name == name
         for point in metric.data.data_points
     ]
+
+
+def _finished(spans: InMemorySpanExporter, *names: str) -> dict:
+    """The finished spans by name, once all of ``names`` are there: the middleware ends the SERVER
+    span after the body is sent, so the client may see the answer a moment before."""
+    deadline = time.monotonic() + 10
+    while True:
+        finished = {span.name: span for span in spans.get_finished_spans()}
+        if set(names) <= set(finished) or time.monotonic() > deadline:
+            return finished
+        time.sleep(0.01)
 
 
 def test_request_span_is_the_parent_of_process_action(in_process) -> None:
@@ -157,27 +193,26 @@ def test_request_span_is_the_parent_of_process_action(in_process) -> None:
     )
     assert response.status_code == 200
 
-    finished = {span.name: span for span in spans.get_finished_spans()}
+    finished = _finished(spans, "POST /v1/actions", "process_action")
     server, call = finished["POST /v1/actions"], finished["process_action"]
     assert server.kind is SpanKind.SERVER
+    assert server.instrumentation_scope.name == WSGI_SCOPE
     assert format(server.context.trace_id, "032x") == TRACE_ID  # continues the caller's trace
     assert server.parent.span_id == 0x00F067AA0BA902B7
     assert server.attributes["http.route"] == "/v1/actions"
     assert server.attributes["http.response.status_code"] == 200
     assert call.parent.span_id == server.context.span_id
     assert call.context.trace_id == server.context.trace_id
-    assert dict(call.attributes) == {
-        "nethical.action": "tool_call",
-        "nethical.cohort": "web",
-        "nethical.agent.id": "agent-1",
-    }
+    assert dict(call.attributes) == {ACTION: "tool_call", COHORT: "web", AGENT_ID: "agent-1"}
 
-    (point,) = _points(reader, "nethical.action.duration")
-    assert dict(point.attributes) == {"nethical.action": "tool_call", "nethical.cohort": "web"}
+    (point,) = _points(reader, DURATION)
+    assert dict(point.attributes) == {ACTION: "tool_call", COHORT: "web"}
     assert point.count == 1
-    (http_point,) = _points(reader, "http.server.request.duration")
+    (http_point,) = _points(reader, HTTP_DURATION, scope=WSGI_SCOPE)
+    assert http_point.attributes["http.request.method"] == "POST"
     assert http_point.attributes["http.response.status_code"] == 200
     assert http_point.count == 1
+    assert len(_points(reader, HTTP_DURATION)) == 1  # and from nowhere else
 
 
 def test_failing_call_is_an_error_span_and_a_503(in_process) -> None:
@@ -187,14 +222,17 @@ def test_failing_call_is_an_error_span_and_a_503(in_process) -> None:
     assert response.status_code == 503
     assert "policy store unavailable" in response.json()["error"]
 
-    finished = {span.name: span for span in spans.get_finished_spans()}
+    finished = _finished(spans, "POST /v1/actions", "process_action")
     server, call = finished["POST /v1/actions"], finished["process_action"]
+    assert call.parent.span_id == server.context.span_id
     assert server.status.status_code is StatusCode.ERROR
-    assert server.attributes["error.type"] == "GovernanceError"
+    assert server.attributes[ERROR_TYPE] == "503"  # HTTP semantic conventions: the status code
     assert call.status.status_code is StatusCode.ERROR
-    assert call.attributes["error.type"] == "GovernanceError"
+    assert call.attributes[ERROR_TYPE] == "GovernanceError"
     assert [event.name for event in call.events] == ["exception"]
 
-    (point,) = _points(reader, "nethical.action.duration")
-    assert point.attributes["error.type"] == "GovernanceError"
+    (point,) = _points(reader, DURATION)
+    assert point.attributes[ERROR_TYPE] == "GovernanceError"
     assert point.count == 1
+    (http_point,) = _points(reader, HTTP_DURATION, scope=WSGI_SCOPE)
+    assert http_point.attributes[ERROR_TYPE] == "503"

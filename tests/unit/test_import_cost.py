@@ -77,6 +77,27 @@ def test_setup_without_prometheus_or_otlp_loads_nothing_heavy() -> None:
     assert heavy(modules, HEAVY + EXPORTERS) == []
 
 
+def test_imports_and_runs_without_posix_only_modules() -> None:
+    """As on Windows: no ``resource`` module, no ``os.fork`` nor ``os.register_at_fork``."""
+    modules = loaded_after(
+        """
+        import os, sys
+
+        sys.modules["resource"] = None  # `import resource` raises ImportError
+        del os.fork, os.register_at_fork  # the standard library checks for fork before using either
+        import nethical_otel
+        from nethical_otel.bench.sysinfo import cpu_seconds, rss_mb
+
+        telemetry = nethical_otel.setup(service_name="svc", prometheus_enabled=False)
+        nethical_otel.instrument(lambda: 1)()
+        nethical_otel.NethicalInstrumentor(), nethical_otel.PerformanceProfiler
+        telemetry.shutdown()
+        assert rss_mb() > 0 and cpu_seconds() > 0
+        """
+    )
+    assert {"nethical_otel.telemetry.setup", "nethical_otel.bench.profiler"} <= modules
+
+
 def test_lazy_names_resolve_and_stay_listed() -> None:
     import nethical_otel
     from nethical_otel.bench.profiler import PerformanceProfiler

@@ -17,6 +17,7 @@ from opentelemetry.trace import StatusCode
 
 import nethical_otel
 from nethical_otel.example import GovernanceError, IntegratedGovernance
+from nethical_otel.names import ACTION, ACTIVE, AGENT_ID, COHORT, DURATION, ERROR_TYPE, OTHER
 
 
 class Pipeline:
@@ -34,7 +35,7 @@ class Pipeline:
     def finished(self):
         return self.spans.get_finished_spans()
 
-    def points(self, name="nethical.action.duration"):
+    def points(self, name=DURATION):
         data = self.reader.get_metrics_data()
         return [
             point
@@ -64,16 +65,16 @@ def test_span_and_histogram_per_call(otel):
     spans = otel.finished()
     assert [s.name for s in spans] == ["process_action"] * 5
     assert spans[0].attributes == {
-        "nethical.action": "process_action",
-        "nethical.cohort": "control",
-        "nethical.agent.id": "agent-0",
+        ACTION: "process_action",
+        COHORT: "control",
+        AGENT_ID: "agent-0",
     }
     assert all(s.status.status_code is StatusCode.UNSET for s in spans)
     (point,) = otel.points()
     assert isinstance(point, HistogramDataPoint)
     assert point.count == 5 and sum(point.bucket_counts) == 5
     # The agent id is unbounded: a span attribute, never a metric label.
-    assert dict(point.attributes) == {"nethical.action": "process_action", "nethical.cohort": "control"}
+    assert dict(point.attributes) == {ACTION: "process_action", COHORT: "control"}
     assert 0 < point.min <= point.max < 0.01
 
 
@@ -90,21 +91,21 @@ def test_exception_recorded_and_reraised_unchanged(otel):
 
     (span,) = otel.finished()
     assert span.status.status_code is StatusCode.ERROR
-    assert span.attributes["error.type"] == "GovernanceError"
+    assert span.attributes[ERROR_TYPE] == "GovernanceError"
     (event,) = span.events
     assert event.name == "exception"
     assert event.attributes["exception.message"] == "policy store down"
     (point,) = otel.points()
-    assert point.attributes["error.type"] == "GovernanceError" and point.count == 1
+    assert point.attributes[ERROR_TYPE] == "GovernanceError" and point.count == 1
 
 
 def test_example_service_labels_by_action_type(otel):
     gov = IntegratedGovernance(seed=3, error_rate=0.0, latency_scale=0.05)
     for action_type in ("query", "query", "tool_call"):
         gov.process_action("agent-1", "summarize", cohort="treatment", action_type=action_type)
-    counts = {p.attributes["nethical.action"]: p.count for p in otel.points()}
+    counts = {p.attributes[ACTION]: p.count for p in otel.points()}
     assert counts == {"query": 2, "tool_call": 1}
-    assert {s.attributes["nethical.action"] for s in otel.finished()} == {"query", "tool_call"}
+    assert {s.attributes[ACTION] for s in otel.finished()} == {"query", "tool_call"}
 
 
 async def test_async_function(otel):
@@ -115,7 +116,7 @@ async def test_async_function(otel):
 
     assert await asyncio.gather(score("a"), score("b")) == [42, 42]
     spans = otel.finished()
-    assert sorted(s.attributes["nethical.agent.id"] for s in spans) == ["a", "b"]
+    assert sorted(s.attributes[AGENT_ID] for s in spans) == ["a", "b"]
     (point,) = otel.points()
     assert point.count == 2 and point.min >= 0.0015
 
@@ -127,7 +128,7 @@ async def test_async_exception(otel):
 
     with pytest.raises(KeyError):
         await fails()
-    assert otel.finished()[0].attributes["error.type"] == "KeyError"
+    assert otel.finished()[0].attributes[ERROR_TYPE] == "KeyError"
 
 
 def test_method_arguments_found_past_self(otel):
@@ -142,11 +143,11 @@ def test_method_arguments_found_past_self(otel):
     first, second = otel.finished()
     assert first.name == "run"
     assert first.attributes == {
-        "nethical.action": "tool_call",
-        "nethical.cohort": "c1",
-        "nethical.agent.id": "agent-9",
+        ACTION: "tool_call",
+        COHORT: "c1",
+        AGENT_ID: "agent-9",
     }
-    assert second.attributes == {"nethical.action": "query", "nethical.agent.id": "agent-8"}
+    assert second.attributes == {ACTION: "query", AGENT_ID: "agent-8"}
 
 
 def test_action_context_manager_and_nesting(otel):
@@ -159,11 +160,9 @@ def test_action_context_manager_and_nesting(otel):
     assert (payment.name, checkout.name) == ("payment", "checkout")
     assert payment.parent.span_id == checkout.context.span_id
     assert payment.context.trace_id == checkout.context.trace_id
-    assert checkout.attributes["region"] == "eu" and checkout.attributes["nethical.cohort"] == "beta"
+    assert checkout.attributes["region"] == "eu" and checkout.attributes[COHORT] == "beta"
     assert failed.status.status_code is StatusCode.ERROR
-    counts = {
-        (p.attributes["nethical.action"], p.attributes.get("error.type")): p.count for p in otel.points()
-    }
+    counts = {(p.attributes[ACTION], p.attributes.get(ERROR_TYPE)): p.count for p in otel.points()}
     assert counts == {("checkout", None): 1, ("payment", None): 1, ("checkout", "ValueError"): 1}
 
 
@@ -172,11 +171,11 @@ def test_in_flight_counter_sees_the_running_call(otel):
 
     @nethical_otel.instrument
     def slow():
-        seen.extend(p.value for p in otel.points("nethical.action.active"))
+        seen.extend(p.value for p in otel.points(ACTIVE))
 
     slow()
     assert seen == [1]
-    assert [p.value for p in otel.points("nethical.action.active")] == [0]
+    assert [p.value for p in otel.points(ACTIVE)] == [0]
 
 
 @pytest.mark.parametrize("otel", [{"max_attribute_values": 3}], indirect=True)
@@ -187,8 +186,8 @@ def test_cardinality_is_capped(otel):
 
     for i in range(10):
         act(f"cohort-{i}")
-    cohorts = sorted(p.attributes["nethical.cohort"] for p in otel.points())
-    assert cohorts == ["cohort-0", "cohort-1", "cohort-2", "other"]
+    cohorts = sorted(p.attributes[COHORT] for p in otel.points())
+    assert cohorts == ["cohort-0", "cohort-1", "cohort-2", OTHER]
     assert sum(p.count for p in otel.points()) == 10
 
 
@@ -268,8 +267,8 @@ def test_instrumentor_wraps_and_restores():
         assert Governance().process_action("a1", "x", cohort="c", action_type="generate") == "generate"
         (span,) = pipeline.finished()
         assert span.name == "process_action"
-        assert span.attributes["nethical.action"] == "generate"
-        assert span.attributes["nethical.agent.id"] == "a1"
+        assert span.attributes[ACTION] == "generate"
+        assert span.attributes[AGENT_ID] == "a1"
     finally:
         instrumentor.uninstrument()
         pipeline.telemetry.shutdown()

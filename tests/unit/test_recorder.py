@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 
+from nethical_otel.names import ACTION, COHORT, ERROR_TYPE, ERROR_TYPE_OTHER, OVERFLOW
 from nethical_otel.stats import LatencyHistogram
 from nethical_otel.telemetry.bridge import LeLayout
-from nethical_otel.telemetry.recorder import ACTION, ERROR_TYPE, OVERFLOW, RecorderRegistry
+from nethical_otel.telemetry.recorder import RecorderRegistry
 from nethical_otel.text import MAX_VALUE_LENGTH, clean
 
 
@@ -57,12 +58,12 @@ def test_series_limit_sends_the_rest_to_two_overflow_series(caplog: pytest.LogCa
     regular = [k for k in histograms if (OVERFLOW, "true") not in k]
     assert len(regular) == 10
     overflow = histograms[((OVERFLOW, "true"),)]
-    failed_overflow = histograms[((ERROR_TYPE, "_OTHER"), (OVERFLOW, "true"))]
+    failed_overflow = histograms[((ERROR_TYPE, ERROR_TYPE_OTHER), (OVERFLOW, "true"))]
     assert overflow.count == 400 - 10 and overflow.errors == 0
     assert failed_overflow.count == 1 and failed_overflow.errors == 1
-    assert histograms[((ACTION, "a0"), ("nethical.cohort", "c0"))].count == 2
+    assert histograms[((ACTION, "a0"), (COHORT, "c0"))].count == 2
     assert sum(h.count for h in histograms.values()) == 402  # nothing lost
-    assert sum("otel.metric.overflow=true" in r.getMessage() for r in caplog.records) == 1
+    assert sum(f"{OVERFLOW}=true" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_error_types_are_capped_like_other_attributes() -> None:
@@ -70,7 +71,7 @@ def test_error_types_are_capped_like_other_attributes() -> None:
     for i in range(10):
         registry.series("a", None, f"Error{i}").observe(0.01)
     types = sorted(attrs[ERROR_TYPE] for attrs, _ in registry.histograms())
-    assert types == ["Error0", "Error1", "Error2", "_OTHER"]
+    assert types == ["Error0", "Error1", "Error2", ERROR_TYPE_OTHER]
 
 
 @pytest.mark.parametrize("scale", [2, 3, 6, 9])
