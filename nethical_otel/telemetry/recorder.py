@@ -142,7 +142,6 @@ class RecorderRegistry:
         max_series: int = 2000,
         make_series: Callable[[dict[str, str], str | None], SeriesRecorder] | None = None,
     ) -> None:
-        self.scale = scale
         if make_series is None:
             # Import numpy now, in setup(), and not in some thread's first call: an import in
             # progress when another thread forks leaves the child blocked on its module lock.
