@@ -2,6 +2,7 @@
 
     python dashboards/generate.py           write the JSON
     python dashboards/generate.py --check   exit 1 if the committed JSON is not what this makes
+    ... --runbook-base-url URL              the Runbooks link ("" for none; default: this repository's)
 
 Edit this file, not the JSON: tests/integration/test_dashboards.py fails when they differ, and
 runs every query below against a real Prometheus fed by the real collector.
@@ -15,6 +16,11 @@ Queries read two sources, each with its own label names:
   ``job`` (= service.name), ``nethical_action``, ``nethical_cohort``, ``error_type``;
 - the detector agent's gauges: ``nethical_detector_*`` with ``service``, ``action``, ``cohort``,
   ``quantile`` (the recording rules in deploy/prometheus/rules speak the agent's names too).
+Every metric, label and alert name comes from ``nethical_otel.names``.
+
+Regression alerts, the agent's (``nethical_detector_alerts``) and the Prometheus rules'
+(``ALERTS``), are drawn on every time series as an annotation, next to Grafana's own
+"Annotations & Alerts".
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from grafana_foundation_sdk.models.dashboard import (
 from grafana_foundation_sdk.models.heatmap import HeatmapColorMode
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
+from nethical_otel import names
 from nethical_otel.stats import Policy
 from nethical_otel.stats.policy import SEVERITIES
 from nethical_otel.stats.significance import MDE_POWER
@@ -58,10 +65,27 @@ POLICY = Policy()
 QUANTILES = tuple((rule.name, f"{rule.quantile:g}") for rule in POLICY.quantiles)
 SEVERITY_COLORS = {"info": "blue", "warning": "orange", "critical": "red"}
 
+RUNBOOK_BASE_URL = names.RUNBOOK_BASE_URL  # the default of --runbook-base-url, as the agent's
+
+# The names, as Prometheus shows them (nethical_otel.names).
+DURATION = names.DURATION_METRIC
+JOB, ACTION, COHORT = names.JOB_LABEL, names.ACTION_LABEL, names.COHORT_LABEL
+ERROR_TYPE = names.ERROR_TYPE_LABEL
+# An up-down counter without a unit: Prometheus shows its name with underscores and no suffix.
+ACTIVE = names.ACTIVE_METRIC
+REGRESSION_ALERTS = "|".join((names.LATENCY_ALERT, names.ERROR_RATE_ALERT, names.THROUGHPUT_ALERT))
+
 # Selectors for the two label vocabularies (see the module docstring).
-SERVICE_SERIES = 'job=~"$service", nethical_action=~"$action", nethical_cohort=~"$cohort"'
+SERVICE_SERIES = f'{JOB}=~"$service", {ACTION}=~"$action", {COHORT}=~"$cohort"'
 AGENT_SERIES = 'service=~"$service", action=~"$action", cohort=~"$cohort"'
-DURATION = "nethical_action_duration_seconds"
+ALERT_LABELS = "alertname, severity, service, action, cohort, quantile"
+# Firing regression alerts of this selection: the agent's and the Prometheus rules' (same labels).
+FIRING_ALERTS = (
+    f"max by ({ALERT_LABELS}) "
+    f'({names.DETECTOR_ALERTS}{{state="firing", {AGENT_SERIES}}}) '
+    f"or max by ({ALERT_LABELS}) "
+    f'(ALERTS{{alertstate="firing", alertname=~"{REGRESSION_ALERTS}", {AGENT_SERIES}}})'
+)
 
 
 def _query(expr: str, legend: str, ref: str) -> prometheus.Dataquery:
@@ -132,12 +156,12 @@ def latency_panel() -> timeseries.Panel:
     ref = iter("ABCDEFGH")
     for name, q in QUANTILES:
         panel.with_target(_query(
-            f"histogram_quantile({q}, sum by (nethical_cohort, le) "
+            f"histogram_quantile({q}, sum by ({COHORT}, le) "
             f"(rate({DURATION}_bucket{{{SERVICE_SERIES}}}[$__rate_interval])))",
-            f"{name} {{{{nethical_cohort}}}}", next(ref)))
+            f"{name} {{{{{COHORT}}}}}", next(ref)))
     for name, q in QUANTILES:
         panel.with_target(_query(
-            f'max by (cohort) (nethical_detector_baseline_seconds{{{AGENT_SERIES}, quantile="{q}"}})',
+            f'max by (cohort) ({names.DETECTOR_BASELINE}{{{AGENT_SERIES}, quantile="{q}"}})',
             f"{name} baseline {{{{cohort}}}}", next(ref)))
     panel.overrides(_dashed(".* baseline .*"))
     return panel
@@ -146,7 +170,7 @@ def latency_panel() -> timeseries.Panel:
 def ratio_panel() -> timeseries.Panel:
     lines = ", ".join(f"{r.name} {_number(r.ratio_limit)} ({r.severity})" for r in POLICY.quantiles)
     expr = (
-        f"max by (quantile, cohort) (nethical_detector_ratio{{{AGENT_SERIES}}} "
+        f"max by (quantile, cohort) ({names.DETECTOR_RATIO}{{{AGENT_SERIES}}} "
         f"or on (service, action, cohort, quantile) nethical:action_duration_seconds:ratio{{{AGENT_SERIES}}})"
     )
     return (
@@ -165,7 +189,7 @@ def heatmap_panel() -> heatmap.Panel:
     return (
         heatmap.Panel()
         .title("Latency distribution")
-        .description("Calls per second in each `le` bucket of nethical_action_duration_seconds.")
+        .description(f"Calls per second in each `le` bucket of {DURATION}.")
         .height(8).span(12)
         .with_target(_query(f"sum by (le) (rate({DURATION}_bucket{{{SERVICE_SERIES}}}[$__rate_interval]))",
                             "{{le}}", "A").format(PromQueryFormat.HEATMAP))
@@ -176,9 +200,9 @@ def heatmap_panel() -> heatmap.Panel:
 
 
 def throughput_panel() -> timeseries.Panel:
-    by = "nethical_action, nethical_cohort"
+    by = f"{ACTION}, {COHORT}"
     floor = POLICY.throughput_floor
-    baseline = f"max by (action, cohort) (nethical_detector_baseline_requests_per_second{{{AGENT_SERIES}}})"
+    baseline = f"max by (action, cohort) ({names.DETECTOR_BASELINE_RPS}{{{AGENT_SERIES}}})"
     return (
         timeseries.Panel()
         .title("Throughput")
@@ -187,7 +211,7 @@ def throughput_panel() -> timeseries.Panel:
                      f"{POLICY.throughput_severity}.")
         .unit("reqps").height(8).span(8).legend(_legend())
         .with_target(_query(f"sum by ({by}) (rate({DURATION}_count{{{SERVICE_SERIES}}}[$__rate_interval]))",
-                            "{{nethical_action}} {{nethical_cohort}}", "A"))
+                            SERVICE_LEGEND, "A"))
         .with_target(_query(baseline, "{{action}} {{cohort}} baseline", "B"))
         .with_target(_query(f"{baseline} * {_number(floor)}", "{{action}} {{cohort}} policy line", "C"))
         .overrides(_dashed(".* baseline") + _policy_line(".* policy line", POLICY.throughput_severity))
@@ -195,10 +219,10 @@ def throughput_panel() -> timeseries.Panel:
 
 
 def error_panel() -> timeseries.Panel:
-    by = "nethical_action, nethical_cohort"
+    by = f"{ACTION}, {COHORT}"
     calls = f"sum by ({by}) (rate({DURATION}_count{{{SERVICE_SERIES}}}[$__rate_interval]))"
-    failed = f'sum by ({by}) (rate({DURATION}_count{{{SERVICE_SERIES}, error_type!=""}}[$__rate_interval]))'
-    baseline = f"max by (action, cohort) (nethical_detector_baseline_error_ratio{{{AGENT_SERIES}}})"
+    failed = f'sum by ({by}) (rate({DURATION}_count{{{SERVICE_SERIES}, {ERROR_TYPE}!=""}}[$__rate_interval]))'
+    baseline = f"max by (action, cohort) ({names.DETECTOR_BASELINE_ERRORS}{{{AGENT_SERIES}}})"
     points = POLICY.error_rate_pp
     return (
         timeseries.Panel()
@@ -207,8 +231,7 @@ def error_panel() -> timeseries.Panel:
                      f"dotted: the policy's line, +{points:g} percentage point{'' if points == 1 else 's'} "
                      f"over the baseline is {POLICY.error_rate_severity}.")
         .unit("percentunit").height(8).span(8).legend(_legend())
-        .with_target(_query(f"({failed} or 0 * {calls}) / {calls}",
-                            "{{nethical_action}} {{nethical_cohort}}", "A"))
+        .with_target(_query(f"({failed} or 0 * {calls}) / {calls}", SERVICE_LEGEND, "A"))
         .with_target(_query(baseline, "{{action}} {{cohort}} baseline", "B"))
         .with_target(_query(f"{baseline} + {_number(POLICY.error_rate_limit)}",
                             "{{action}} {{cohort}} policy line", "C"))
@@ -220,11 +243,11 @@ def in_flight_panel() -> timeseries.Panel:
     return (
         timeseries.Panel()
         .title("In flight")
-        .description("Calls running right now (nethical.action.active), summed over instances.")
+        .description(f"Calls running right now ({names.ACTIVE}), summed over instances.")
         .unit("short").height(8).span(8).legend(_legend())
         .with_target(_query(
-            'sum by (nethical_action) (nethical_action_active{job=~"$service", nethical_action=~"$action"})',
-            "{{nethical_action}}", "A"))
+            f'sum by ({ACTION}) ({ACTIVE}{{{JOB}=~"$service", {ACTION}=~"$action"}})',
+            f"{{{{{ACTION}}}}}", "A"))
     )
 
 
@@ -241,20 +264,13 @@ def span_status_panel() -> timeseries.Panel:
 
 
 def alerts_panel() -> table.Panel:
-    # The agent's alerts and the Prometheus rules' ALERTS carry the same series labels.
-    expr = (
-        "max by (alertname, severity, service, action, cohort, quantile) "
-        f'(nethical_detector_alerts{{state="firing", {AGENT_SERIES}}}) '
-        "or max by (alertname, severity, service, action, cohort, quantile) "
-        f'(ALERTS{{alertstate="firing", alertname=~"Nethical.*", {AGENT_SERIES}}})'
-    )
     return (
         table.Panel()
         .title("Firing regression alerts")
         .description("Firing alerts of the detector agent and of the Prometheus rules for this "
                      "selection. Empty means nothing is firing.")
         .height(8).span(12).no_value("No regression alert is firing")
-        .with_target(_query(expr, "", "A").instant().format(PromQueryFormat.TABLE))
+        .with_target(_query(FIRING_ALERTS, "", "A").instant().format(PromQueryFormat.TABLE))
         .with_transformation(DataTransformerConfig(
             id_val="organize", options={"excludeByName": {"Time": True, "Value": True}}))
     )
@@ -268,9 +284,9 @@ def detector_panel() -> timeseries.Panel:
         .unit("s").height(8).span(12).legend(_legend())
         .with_target(_query(
             "histogram_quantile(0.99, sum by (le) "
-            "(rate(nethical_detector_evaluation_duration_seconds_bucket[$__rate_interval])))",
+            f"(rate({names.DETECTOR_EVALUATION_DURATION}_bucket[$__rate_interval])))",
             "evaluation p99", "A"))
-        .with_target(_query("sum(rate(nethical_detector_evaluations_total[$__rate_interval]))",
+        .with_target(_query(f"sum(rate({names.DETECTOR_EVALUATIONS}_total[$__rate_interval]))",
                             "evaluations/s", "B"))
         .override_by_name("evaluations/s", [DynamicConfigValue(id_val="unit", value="ops")])
     )
@@ -284,8 +300,9 @@ def collector_panel() -> timeseries.Panel:
     return (
         timeseries.Panel()
         .title("Collector: metric points accepted / refused")
-        .description("Refused points mean the memory_limiter is shedding load: scale the collectors out.")
-        .unit("short").height(8).span(12).legend(_legend())
+        .description("Metric points per second the collector's receivers accepted and refused. Refused "
+                     "points mean the memory_limiter is shedding load: scale the collectors out.")
+        .unit("cps").height(8).span(12).legend(_legend())
         .with_target(_query(points("accepted"), "accepted/s", "A"))
         .with_target(_query(points("refused"), "refused/s", "B"))
     )
@@ -294,7 +311,7 @@ def collector_panel() -> timeseries.Panel:
 def quiet_series_panel() -> table.Panel:
     """Series whose detector comparison could not catch a change of its threshold's size."""
     by = "service, action, cohort, quantile"
-    gauge = "nethical_detector_min_detectable_effect_ratio"
+    gauge = names.DETECTOR_MDE
     expr = "sort_desc(" + " or ".join(
         f'max by ({by}) ({gauge}{{{AGENT_SERIES}, quantile="{q}"}}) > {_number(rule.threshold)}'
         for (_, q), rule in zip(QUANTILES, POLICY.quantiles, strict=True)
@@ -335,7 +352,42 @@ def _variable(name: str, label: str, query: str, *, multi: bool) -> dashboard.Qu
     return variable
 
 
-def build() -> dict:
+SERVICE_LEGEND = f"{{{{{ACTION}}}}} {{{{{COHORT}}}}}"
+
+
+def annotations() -> list[dict]:
+    """Grafana's own annotations, and the firing regression alerts as regions on every time
+    series (titled by alertname, tagged by its labels). Plain JSON: the SDK's AnnotationQuery
+    has no fields for the Prometheus annotation's step, titleFormat, textFormat and tagKeys."""
+    return [
+        {
+            "builtIn": 1,
+            "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+            "enable": True,
+            "hide": True,
+            "iconColor": "rgba(0, 211, 255, 1)",
+            "name": "Annotations & Alerts",
+            "target": {"limit": 100, "matchAny": False, "tags": [], "type": "dashboard"},
+            "type": "dashboard",
+        },
+        {
+            "datasource": {"type": DATASOURCE.type_val, "uid": DATASOURCE.uid},
+            "enable": True,
+            "hide": False,
+            "iconColor": SEVERITY_COLORS["critical"],
+            "name": "Regression alerts",
+            "expr": FIRING_ALERTS,
+            "step": "30s",
+            "titleFormat": "{{alertname}}",
+            "textFormat": "{{severity}}: {{service}}/{{action}} (cohort {{cohort}}) {{quantile}}",
+            "tagKeys": "severity,service,action,cohort,quantile",
+            "useValueForTime": False,
+        },
+    ]
+
+
+def build(runbook_base_url: str | None = RUNBOOK_BASE_URL) -> dict:
+    """The dashboard model; ``runbook_base_url`` is the Runbooks link (None or "": no link)."""
     board = (
         dashboard.Dashboard("nethical-otel: performance")
         .uid(UID)
@@ -344,16 +396,14 @@ def build() -> dict:
         .tags(["nethical-otel", "performance", "opentelemetry"])
         .editable().tooltip(DashboardCursorSync.CROSSHAIR).refresh("30s").time("now-3h", "now")
         .timezone("browser")
-        .link(dashboard.DashboardLink("Runbooks").type(DashboardLinkType.LINK).url(
-            "https://github.com/nethical/nethical-otel/tree/main/docs/runbooks").target_blank(True))
         .with_variable(dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus"))
-        .with_variable(_variable("service", "Service", f"label_values({DURATION}_count, job)", multi=False))
+        .with_variable(_variable("service", "Service", f"label_values({DURATION}_count, {JOB})", multi=False))
         .with_variable(_variable(
-            "action", "Action", f'label_values({DURATION}_count{{job=~"$service"}}, nethical_action)',
+            "action", "Action", f'label_values({DURATION}_count{{{JOB}=~"$service"}}, {ACTION})',
             multi=True))
         .with_variable(_variable(
             "cohort", "Cohort",
-            f'label_values({DURATION}_count{{job=~"$service", nethical_action=~"$action"}}, nethical_cohort)',
+            f'label_values({DURATION}_count{{{JOB}=~"$service", {ACTION}=~"$action"}}, {COHORT})',
             multi=True))
         .with_row(dashboard.Row("Latency"))
         .with_panel(latency_panel())
@@ -370,8 +420,12 @@ def build() -> dict:
         .with_panel(detector_panel())
         .with_panel(collector_panel())
         .with_panel(quiet_series_panel())
-    ).build()
-    model = json.loads(json.dumps(board, cls=JSONEncoder))
+    )
+    base = (runbook_base_url or "").rstrip("/")
+    if base:  # the same runbooks the alerts' runbook_url annotations link
+        board.link(dashboard.DashboardLink("Runbooks").type(DashboardLinkType.LINK).url(base).target_blank(True))
+    model = json.loads(json.dumps(board.build(), cls=JSONEncoder))
+    model["annotations"] = {"list": annotations()}
     # Stable ids (Grafana would number them on import; links to ?viewPanel=N should not move).
     for number, panel in enumerate(model["panels"], start=1):
         panel["id"] = number
@@ -380,15 +434,26 @@ def build() -> dict:
     return model
 
 
-def render() -> str:
-    return json.dumps(build(), indent=2, sort_keys=True) + "\n"
+def render(runbook_base_url: str | None = RUNBOOK_BASE_URL) -> str:
+    return json.dumps(build(runbook_base_url), indent=2, sort_keys=True) + "\n"
+
+
+def _url(value: str) -> str:
+    if value and not value.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f'expected an http:// or https:// URL, or "" for none: {value!r}')
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed JSON is out of date")
+    parser.add_argument(
+        "--runbook-base-url", type=_url, default=RUNBOOK_BASE_URL, metavar="URL",
+        help="the Runbooks link, as the agent's runbook_base_url setting and the Prometheus rules' "
+        f'--runbook-base-url; "" for none (default: {RUNBOOK_BASE_URL})',
+    )
     args = parser.parse_args(argv)
-    text = render()
+    text = render(args.runbook_base_url)
     if args.check:
         if OUTPUT.read_text(encoding="utf-8") != text:
             print(f"{OUTPUT} is out of date: run python dashboards/generate.py", file=sys.stderr)

@@ -169,7 +169,7 @@ class Settings:
     policy: dict[str, Any] = _setting(
         {},
         "Thresholds: YAML mapping (or JSON in env) with `quantiles`, `error_rate`, `throughput`, "
-        "`confidence`, `min_samples` and per-series `overrides`; see docs/detector.md. The same "
+        "`confidence`, `min_samples` and per-series `overrides`; see " + DOCS_URL + "/detector.md. The same "
         "mapping (or this whole file) is what `nethical-otel compare --policy` reads, and the "
         "default is what `deploy/prometheus/generate.py` and `dashboards/generate.py` turn into "
         "rules and dashboard lines.",

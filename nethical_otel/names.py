@@ -25,6 +25,7 @@ OTHER = "other"  # the value an attribute takes once its own cap is reached
 
 # --- Prometheus: the same, as Prometheus names them -----------------------------------------------
 DURATION_METRIC = "nethical_action_duration_seconds"
+ACTIVE_METRIC = "nethical_action_active"
 ACTION_LABEL = "nethical_action"
 COHORT_LABEL = "nethical_cohort"
 ERROR_TYPE_LABEL = "error_type"

@@ -87,7 +87,8 @@ def baseline_create(
     --from-prometheus and --from-metrics record every series the service records, under the
     keys the detector looks up. --from-run records one series, SERVICE/ACTION/COHORT, holding
     the run's end-to-end latency over all the action types it drove: it matches the detector
-    only for a service that records that single series (see docs/ci.md).
+    only for a service that records that single series (see the Baselines section of
+    https://github.com/nethical/nethical-otel/blob/main/docs/detector.md).
     """
     from nethical_otel.detect import capture
     from nethical_otel.detect.baseline import check_writable

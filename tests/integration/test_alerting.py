@@ -19,6 +19,7 @@ from nethical_otel.config import load_settings
 from nethical_otel.detect.agent import Agent
 from nethical_otel.detect.baseline import SeriesKey
 from nethical_otel.example import IntegratedGovernance
+from nethical_otel.names import RUNBOOK_BASE_URL
 from tests.load import SteadyLoad
 from tests.servers import (
     active_alerts,
@@ -104,7 +105,8 @@ def test_injected_slowdown_fires_then_resolves(tmp_path, clean_env):
                     assert annotations.get(name), name
                 assert 25 < float(annotations["change_pct"]) < 80
                 assert float(annotations["current_value"]) > float(annotations["baseline_value"])
-                assert annotations["runbook_url"].endswith("/NethicalLatencyRegression.md")
+                # The default base: the same absolute link the Prometheus rules carry.
+                assert annotations["runbook_url"] == f"{RUNBOOK_BASE_URL}/NethicalLatencyRegression.md"
                 assert alert["status"]["state"] == "active"
                 # Only the slowed action type alerts.
                 assert not active_alerts(am.url, action="tool_call") and not active_alerts(

@@ -2,12 +2,15 @@
 
 1. The committed JSON is exactly what dashboards/generate.py makes (edit the generator).
 2. The model is importable and consistent: unique uid/ids/refIds, the variables service /
-   action / cohort, a data source on every panel, `$__rate_interval` in every rate.
+   action / cohort, a data source on every panel, `$__rate_interval` in every rate, a rate unit
+   on every panel of rates; Grafana's own annotations and the firing regression alerts as
+   annotations; the Runbooks link is the alerts' runbook base (``--runbook-base-url``).
 3. The real pipeline: the example service exports over OTLP to the built collector, the
    shipped deploy/prometheus/prometheus.yml (targets moved to loopback, 1 s intervals, the
    shipped rules loaded) scrapes it and the detector agent. Then:
    - every variable query has the test's service/action/cohort among its values;
-   - every query of every panel, variables substituted, returns at least one number;
+   - every query of every panel and annotation, variables substituted, returns at least one
+     number, and the alert annotation shows the agent's firing latency alert;
    - the recording rules turn the collector's labels into service/action/cohort series.
 
 The real detector agent (`nethical-otel agent`, short windows) reads that Prometheus, learns
@@ -30,6 +33,7 @@ import httpx
 import pytest
 
 import nethical_otel
+from nethical_otel import names
 from nethical_otel.example import GovernanceError, IntegratedGovernance
 from tests.servers import (
     REPO_ROOT,
@@ -79,8 +83,19 @@ def _panels(model: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _targets() -> list[tuple[str, str, str]]:
-    """(panel title, refId, expr) of every query in the dashboard."""
-    return [(p["title"], t["refId"], t["expr"]) for p in _panels(_model()) for t in p.get("targets", [])]
+    """(panel title, refId, expr) of every query in the dashboard, annotations' included."""
+    model = _model()
+    panels = [(p["title"], t["refId"], t["expr"]) for p in _panels(model) for t in p.get("targets", [])]
+    return panels + [(f"annotation {a['name']}", "-", a["expr"]) for a in _prometheus_annotations(model)]
+
+
+def _prometheus_annotations(model: dict[str, Any]) -> list[dict[str, Any]]:
+    return [a for a in model["annotations"]["list"] if a["datasource"]["type"] == "prometheus"]
+
+
+# Grafana's units for "per second" (throughput): requests, operations, counts, reads, writes, I/O.
+RATE_UNITS = {"reqps", "ops", "cps", "rps", "wps", "iops"}
+_RATE_QUERY = re.compile(r"sum(?: by \([^)]*\))? ?\(rate\([^/]*\)\)")
 
 
 def _substitute(expr: str) -> str:
@@ -121,6 +136,42 @@ def test_dashboard_model_is_consistent() -> None:
                 assert window == "$__rate_interval", (panel["title"], target["expr"])
     [heatmap] = [p for p in _panels(model) if p["type"] == "heatmap"]
     assert heatmap["targets"][0]["format"] == "heatmap"
+
+
+def test_rates_are_drawn_in_a_rate_unit() -> None:
+    """A time series panel of nothing but summed rates shows "per second", not a bare number."""
+    checked = []
+    for panel in _panels(_model()):
+        exprs = [t["expr"] for t in panel["targets"]]
+        if panel["type"] == "timeseries" and all(_RATE_QUERY.fullmatch(e) for e in exprs):
+            assert panel["fieldConfig"]["defaults"]["unit"] in RATE_UNITS, panel["title"]
+            checked.append(panel["title"])
+    assert "Collector: metric points accepted / refused" in checked, checked
+
+
+def test_annotations_and_runbook_link() -> None:
+    model = _model()
+    builtin, alerts = model["annotations"]["list"]
+    assert builtin["builtIn"] == 1 and builtin["name"] == "Annotations & Alerts"
+    assert builtin["datasource"] == {"type": "grafana", "uid": "-- Grafana --"}
+    assert [alerts] == _prometheus_annotations(model) and alerts["enable"]
+    assert alerts["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    # The agent's alerts and the rules' (ALERTS), for this selection, titled by alertname.
+    assert names.DETECTOR_ALERTS in alerts["expr"] and "ALERTS{" in alerts["expr"]
+    for alertname in (names.LATENCY_ALERT, names.ERROR_RATE_ALERT, names.THROUGHPUT_ALERT):
+        assert alertname in alerts["expr"]
+    assert 'service=~"$service"' in alerts["expr"] and alerts["titleFormat"] == "{{alertname}}"
+    [link] = model["links"]
+    assert (link["title"], link["url"]) == ("Runbooks", names.RUNBOOK_BASE_URL)
+
+
+def test_generator_runbook_option() -> None:
+    generator = _generator()
+    assert generator.build("").get("links", []) == []  # no runbooks: no link rather than a broken one
+    [link] = generator.build("https://wiki.example.com/sre/runbooks/")["links"]
+    assert link["url"] == "https://wiki.example.com/sre/runbooks"
+    assert generator.main(["--check", "--runbook-base-url", ""]) == 1
+    assert generator.main(["--check", "--runbook-base-url", names.RUNBOOK_BASE_URL]) == 0
 
 
 def test_dashboard_draws_the_default_policy() -> None:
@@ -243,6 +294,15 @@ def test_every_panel_query_returns_data(pipeline: Pipeline, panel: str, ref: str
         promql = f"{MDE_GAUGE}{{{series}}}"  # over the gauge the agent exports
     result = wait_for_query(pipeline.prometheus.url, promql, timeout_s=30)
     assert result, f"{panel} / {ref}: {promql}"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_alert_annotation_marks_the_firing_regression(pipeline: Pipeline) -> None:
+    [annotation] = _prometheus_annotations(_model())
+    firing = wait_for_query(pipeline.prometheus.url, _substitute(annotation["expr"]), timeout_s=30)
+    alerts = {(s["metric"]["alertname"], s["metric"]["action"]) for s in firing}
+    assert (names.LATENCY_ALERT, ACTION) in alerts, firing
 
 
 @pytest.mark.integration

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from nethical_otel.names import RUNBOOK_BASE_URL
 from tests.servers import COLLECTOR_CONFIG, COLLECTOR_MANIFEST, PROMETHEUS_DEPLOY_CONFIG, REPO_ROOT
 
 COMPOSE_DIR = REPO_ROOT / "deploy" / "compose"
@@ -104,6 +105,8 @@ def test_prometheus_targets_are_compose_services() -> None:
     agent_env = services["nethical-agent"]["environment"]
     assert f"nethical-agent:{agent_env['NETHICAL_OTEL_AGENT_PORT']}" in hosts
     assert agent_env["NETHICAL_OTEL_PROMETHEUS_URL"] == "http://prometheus:9090"
+    # The agent links the runbooks the rules Prometheus loads link (test_prometheus_rules.py).
+    assert agent_env["NETHICAL_OTEL_RUNBOOK_BASE_URL"] == RUNBOOK_BASE_URL
 
 
 # -- kubernetes -----------------------------------------------------------------------------
@@ -160,7 +163,7 @@ def test_detector_settings_load_and_spell_out_the_default_policy(tmp_path: Path)
                              encoding="utf-8")
     settings = load_settings(settings_file, environ={})
     assert settings.agent_port == 9465 and settings.agent_host == "0.0.0.0"
-    assert settings.runbook_base_url.endswith("/docs/runbooks")
+    assert settings.runbook_base_url == RUNBOOK_BASE_URL  # the rules' (test_prometheus_rules.py)
     assert PolicyBook.from_mapping(settings.policy).default == Policy()
     deployment = _resource("Deployment", "nethical-agent")["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "NETHICAL_OTEL_CONFIG", "value": "/etc/nethical-otel/config.yaml"} in deployment["env"]

@@ -6,6 +6,7 @@
    severities, a zero threshold, a large minimum sample count) `promtool check rules` and
    `promtool test rules` pass on what the generator makes.
 3. The generated tests can fail: rules made from one policy fail the tests made from another.
+4. The links follow --runbook-base-url / --dashboard-url (none for ""), and promtool agrees.
 """
 
 from __future__ import annotations
@@ -80,6 +81,16 @@ def test_generator_check_mode() -> None:
     assert _generator().main(["--check"]) == 0
 
 
+def test_generator_link_options(capsys: pytest.CaptureFixture[str]) -> None:
+    generator = _generator()
+    assert generator.main(["--check", "--runbook-base-url", generator.RUNBOOK_BASE_URL + "/"]) == 0
+    assert generator.main(["--check", "--runbook-base-url", ""]) == 1  # the committed rules link runbooks
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        generator.main(["--check", "--runbook-base-url", "docs/runbooks"])
+    assert exit_info.value.code == 2 and "http" in capsys.readouterr().err
+
+
 def test_alert_rules_carry_each_policy_rule() -> None:
     policy = Policy.from_mapping(OTHER_POLICIES["other-quantiles"])
     rules = [rule for group in yaml.safe_load(_generator().alert_rules(policy))["groups"]
@@ -117,3 +128,16 @@ def test_tests_of_one_policy_fail_the_rules_of_another(tmp_path: Path, change: d
     _write(tmp_path, {path: text for path, text in other.items() if path.parts[0] == "rules"})
     done = _promtool(tmp_path, "test", "rules", "tests/nethical-rules.test.yml")
     assert done.returncode != 0, done.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("links", [("", "https://grafana.example.com/d/nethical-performance?orgId=1"),
+                                   ("https://wiki.example.com/runbooks", "")], ids=["no-runbooks", "wiki"])
+def test_generated_links_pass_their_generated_tests(tmp_path: Path, links: tuple[str, str]) -> None:
+    generator = _generator()
+    files = generator.render(Policy(), generator.Links(*links))
+    alerts = files[Path("rules/nethical-alerts.yml")]
+    assert ("runbook_url:" in alerts) == bool(links[0]) and ("dashboard_url:" in alerts) == bool(links[1])
+    _write(tmp_path, files)
+    done = _promtool(tmp_path, "test", "rules", "tests/nethical-rules.test.yml")
+    assert done.returncode == 0, done.stdout + done.stderr

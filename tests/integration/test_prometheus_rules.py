@@ -8,18 +8,29 @@
    agent's baseline gauges and against the `offset 1d` fallback.
 4. The alert contract: every alert has a runbook_url to an existing docs/runbooks/<alertname>.md,
    a severity the Alertmanager routes, and the regression alerts use the agent's names and labels.
+5. The same alert from both sources: the agent's firing alerts and the rules of the same
+   alertname carry the same annotation keys and the same runbook_url (Alertmanager merges them
+   into one alert where both run).
 
 The same rules on data from the real collector: tests/integration/test_dashboards.py.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from nethical_otel import names
+from nethical_otel.detect.alerts import State, Timing
+from nethical_otel.detect.baseline import Baseline, BaselineSet, SeriesKey
+from nethical_otel.detect.detector import Detector, PolicyBook
+from nethical_otel.detect.sources import Window
+from nethical_otel.stats import LatencyHistogram, Policy
 from tests.servers import REPO_ROOT, require_binary
 
 pytestmark = pytest.mark.integration
@@ -27,8 +38,7 @@ pytestmark = pytest.mark.integration
 PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
-RUNBOOK_BASE = "https://github.com/nethical/nethical-otel/blob/main/docs/runbooks/"
-AGENT_ALERTS = {"NethicalLatencyRegression", "NethicalErrorRateIncrease", "NethicalThroughputDrop"}
+AGENT_ALERTS = {names.LATENCY_ALERT, names.ERROR_RATE_ALERT, names.THROUGHPUT_ALERT}
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,7 +80,7 @@ def test_alerts_link_existing_runbooks_and_use_routed_severities() -> None:
     assert {rule["alert"] for rule in rules} >= AGENT_ALERTS
     for rule in rules:
         url = rule["annotations"]["runbook_url"]
-        assert url == f"{RUNBOOK_BASE}{rule['alert']}.md", url
+        assert url == f"{names.RUNBOOK_BASE_URL}/{rule['alert']}.md", url
         assert (REPO_ROOT / "docs" / "runbooks" / f"{rule['alert']}.md").is_file(), url
         assert rule["labels"]["severity"] in {"info", "warning", "critical"}
         assert rule["annotations"]["summary"]
@@ -93,3 +103,82 @@ def test_regression_alerts_express_the_default_policy() -> None:
     for key, (comparison, severity) in expected.items():
         assert comparison in by_key[key]["expr"], (key, by_key[key]["expr"])
         assert by_key[key]["labels"]["severity"] == severity, key
+
+
+class _RegressedSource:
+    """One series, twice as slow as its baseline, failing 10 % of its calls, at a third of its rate."""
+
+    window_s = 60.0
+
+    def read(self, now: float) -> dict[SeriesKey, Window]:
+        samples = np.random.default_rng(5).lognormal(np.log(0.02), 0.3, 2000)
+        return {KEY: Window(LatencyHistogram.from_samples(samples, errors=200), self.window_s)}
+
+
+KEY = SeriesKey("svc", "query", "control")
+
+
+def _agent_alerts(**detector_options: object) -> dict[str, dict[str, str]]:
+    """alertname -> annotations of the agent's firing alerts (the default policy, every rule)."""
+    fast = np.random.default_rng(4).lognormal(np.log(0.01), 0.3, 6000)
+    baselines = BaselineSet([Baseline(KEY, LatencyHistogram.from_samples(fast), 60.0, "file")])
+    clock = iter(range(0, 10**6, 10))
+    found: dict[str, dict[str, str]] = {}
+
+    class Sink:
+        def update(self, alert, now: float) -> None:
+            if alert.state is State.FIRING:
+                found[alert.labels["alertname"]] = dict(alert.annotations)
+
+        def close(self, timeout_s: float = 5.0) -> None:
+            pass
+
+    detector = Detector(_RegressedSource(), baselines, PolicyBook.from_mapping({}), [Sink()],
+                        timing=Timing(for_s=0), learn=False, clock=lambda: float(next(clock)),
+                        **detector_options)
+    detector.step()
+    return found
+
+
+def _annotations_by_alert(groups: list[dict]) -> dict[str, dict[str, str]]:
+    return {rule["alert"]: rule["annotations"] for group in groups for rule in group["rules"]}
+
+
+def test_agent_and_rules_annotate_the_same_alert_alike() -> None:
+    agent = _agent_alerts()
+    assert set(agent) == AGENT_ALERTS, sorted(agent)
+    committed = _annotations_by_alert([{"rules": _alerting_rules()}])
+    for alertname, expected in agent.items():
+        assert list(committed[alertname]) == list(expected), alertname  # the same keys, in one order
+        assert committed[alertname]["runbook_url"] == expected["runbook_url"], alertname
+        assert expected["runbook_url"] == f"{names.RUNBOOK_BASE_URL}/{alertname}.md"
+
+
+@pytest.mark.parametrize(
+    ("runbook_base_url", "dashboard_url"),
+    [("https://wiki.example.com/runbooks/", "https://grafana.example.com/d/nethical-performance"), ("", "")],
+    ids=["elsewhere", "none"],
+)
+def test_generated_rules_take_the_agents_link_settings(runbook_base_url: str, dashboard_url: str) -> None:
+    """generate.py --runbook-base-url / --dashboard-url link as the agent's settings of the same
+    names do: the same URLs, and no runbook_url at all for an empty base."""
+    generator = _generator()
+    text = generator.alert_rules(Policy(), generator.Links(runbook_base_url, dashboard_url))
+    rules = _annotations_by_alert(yaml.safe_load(text)["groups"])
+    agent = _agent_alerts(runbook_base_url=runbook_base_url, dashboard_url=dashboard_url or None)
+    assert set(agent) == AGENT_ALERTS
+    for alertname, expected in agent.items():
+        assert list(rules[alertname]) == list(expected), alertname
+        for key in ("runbook_url", "dashboard_url"):
+            assert rules[alertname].get(key) == expected.get(key), (alertname, key)
+    for alertname, found in rules.items():  # the pipeline alerts too
+        assert ("runbook_url" in found) == bool(runbook_base_url), alertname
+        assert ("dashboard_url" in found) == bool(dashboard_url), alertname
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("prometheus_generate", PROMETHEUS_DIR / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -11,6 +11,7 @@ import typing
 import numpy as np
 import pytest
 
+from nethical_otel import names
 from nethical_otel.detect.alerts import AlertBook, State, Timing
 from nethical_otel.detect.baseline import Baseline, BaselineError, BaselineSet, SeriesKey
 from nethical_otel.detect.detector import Detector, PolicyBook
@@ -223,7 +224,7 @@ class RecordingSink:
         pass
 
 
-def make_detector(source, sink, baselines=None, **timing):
+def make_detector(source, sink, baselines=None, detector_options=None, **timing):
     clock = iter(range(0, 10**9, 10))
     return Detector(
         source,
@@ -232,6 +233,7 @@ def make_detector(source, sink, baselines=None, **timing):
         [sink],
         timing=Timing(**({"for_s": 20, "keep_firing_for_s": 30} | timing)),
         clock=lambda: float(next(clock)),
+        **(detector_options or {}),
     )
 
 
@@ -252,7 +254,7 @@ def test_detector_learns_then_fires_then_resolves():
     state, annotations = firing["0.95"]
     assert state is State.FIRING
     assert 20 < float(annotations["change_pct"]) < 40
-    assert annotations["runbook_url"].endswith("NethicalLatencyRegression.md")
+    assert annotations["runbook_url"] == f"{names.RUNBOOK_BASE_URL}/{names.LATENCY_ALERT}.md"
     _, _, labels, _ = sink.updates[0]
     assert labels["service"] == "governance" and labels["action"] == "query" and labels["cohort"] == "control"
     assert labels["severity"] in ("warning", "info")
@@ -262,6 +264,30 @@ def test_detector_learns_then_fires_then_resolves():
         detector.step()
     resolved = [u for u in sink.updates if u[1] is State.RESOLVED]
     assert {u[2]["quantile"] for u in resolved} == set(firing)
+
+
+@pytest.mark.parametrize(
+    ("options", "runbook_url"),
+    [
+        ({}, f"{names.RUNBOOK_BASE_URL}/{names.LATENCY_ALERT}.md"),  # the default: clickable, absolute
+        (
+            {"runbook_base_url": "https://wiki.example.com/sre/"},
+            "https://wiki.example.com/sre/NethicalLatencyRegression.md",
+        ),
+        ({"runbook_base_url": None}, None),  # unset: no runbook_url rather than a broken one
+        ({"runbook_base_url": ""}, None),
+    ],
+    ids=["default", "elsewhere", "none", "empty"],
+)
+def test_runbook_url_from_the_configured_base_or_none(options, runbook_url):
+    source, sink = SyntheticSource(), RecordingSink()
+    detector = make_detector(source, sink, detector_options=options, for_s=0)
+    detector.step()
+    source.slowdown = 1.5
+    detector.step()
+    [annotations, *_] = [a for _, state, _, a in sink.updates if state is State.FIRING]
+    assert annotations.get("runbook_url") == runbook_url
+    assert "dashboard_url" not in annotations
 
 
 def test_no_false_alerts_over_many_steady_windows():

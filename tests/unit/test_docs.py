@@ -1,7 +1,10 @@
 """The docs point at things that exist.
 
 - Every relative link in README.md and docs/**/*.md resolves to a file in the repository,
-  and a ``#fragment`` to a heading of that file (GitHub's anchor rules).
+  and a ``#fragment`` to a heading of that file (GitHub's anchor rules); so does every absolute
+  link into this repository's main branch (``<PROJECT_URL>/blob/main/<file>``, ``/tree/main/<dir>``).
+- README.md is also the PyPI page, where relative links break: its links are all absolute (or
+  anchors in the page itself).
 - Every ``nethical-otel <command> [<subcommand>]`` shown as code in them is a command of the
   CLI: ``nethical-otel <command> [<subcommand>] --help`` exits 0 (in-process through the same
   click group ``python -m nethical_otel.cli`` runs, which itself is run once for real).
@@ -21,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from nethical_otel.cli import main
+from nethical_otel.names import PROJECT_URL
 
 ROOT = Path(__file__).parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -31,6 +35,7 @@ _LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 _REFERENCE = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", re.MULTILINE)
 _HEADING = re.compile(r"^ {0,3}#{1,6}\s+(.*?)\s*#*\s*$", re.MULTILINE)
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+_REPOSITORY = re.compile(rf"^{re.escape(PROJECT_URL)}/(blob|tree)/main/([^#]*)(?:#(.*))?$")
 _COMMENT = re.compile(r"(^|\s)#\s.*$")  # a shell or Python comment: prose, not a command
 _WORD = re.compile(r"^[a-z][a-z0-9-]*$")
 # `nethical-otel` as a program name, not part of a path, image or namespace name.
@@ -80,13 +85,22 @@ def _links(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=_rel)
-def test_relative_links_resolve(doc: Path) -> None:
+def test_links_into_the_repository_resolve(doc: Path) -> None:
     broken = []
     for target in _links(doc):
-        if _SCHEME.match(target):
-            continue  # http:, https:, mailto: are not files of ours
-        file_part, _, fragment = target.partition("#")
-        resolved = (doc.parent / file_part).resolve() if file_part else doc
+        into_repository = _REPOSITORY.match(target)
+        if into_repository:
+            kind, file_part, fragment = into_repository.groups()
+            resolved = (ROOT / file_part).resolve()
+            if resolved.exists() and resolved.is_dir() != (kind == "tree"):
+                broken.append(f"{target} (a {'directory' if resolved.is_dir() else 'file'}: use /"
+                              f"{'tree' if resolved.is_dir() else 'blob'}/)")
+                continue
+        elif _SCHEME.match(target):
+            continue  # http:, https:, mailto: outside this repository
+        else:
+            file_part, _, fragment = target.partition("#")
+            resolved = (doc.parent / file_part).resolve() if file_part else doc
         if not resolved.exists():
             broken.append(f"{target} (no {resolved})")
             continue
@@ -95,6 +109,13 @@ def test_relative_links_resolve(doc: Path) -> None:
         elif fragment and resolved.suffix == ".md" and fragment not in _anchors(resolved):
             broken.append(f"{target} (no heading #{fragment} in {_rel(resolved)})")
     assert not broken, f"{_rel(doc)}: broken links: {broken}"
+
+
+def test_readme_links_are_absolute() -> None:
+    """README.md is the package's PyPI description, where a link relative to the repository
+    leads nowhere: every link is absolute or an anchor in the page."""
+    relative = [t for t in _links(ROOT / "README.md") if not (_SCHEME.match(t) or t.startswith("#"))]
+    assert not relative, f"README.md: make these {PROJECT_URL}/blob/main/... links: {relative}"
 
 
 def _mentioned_commands() -> dict[tuple[str, ...], set[str]]:
