@@ -64,10 +64,6 @@ class BudgetCheck:
             return False
         return self.value > self.limit if self.upper else self.value < self.limit
 
-    @property
-    def known(self) -> bool:
-        return self.value is not None
-
     def line(self) -> str:
         """``✅ P95 latency 123.40 ms <= 200 ms`` / ``❌ P95 latency 240.10 ms > 200 ms budget``."""
         if self.value is None:
