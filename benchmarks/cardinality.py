@@ -146,15 +146,16 @@ def worker_ours(n: int, scrapes: int, block_s: float, pairs: int) -> dict:
 def worker_prom(n: int, scrapes: int) -> dict:
     import prometheus_client
 
+    from nethical_otel import names
     from nethical_otel.config import Settings
     from nethical_otel.telemetry.bridge import explicit_bounds
 
     s = Settings()
     registry = prometheus_client.CollectorRegistry()
     histogram = prometheus_client.Histogram(
-        "nethical_action_duration_seconds",
+        names.DURATION_METRIC,
         "Duration of instrumented actions.",
-        ["nethical_action", "nethical_cohort"],
+        [names.ACTION_LABEL, names.COHORT_LABEL],
         registry=registry,
         buckets=explicit_bounds(s.bucket_min_s, s.bucket_max_s, s.buckets_per_octave),
     )
