@@ -15,8 +15,9 @@ Guarantees:
   asyncio tasks for an async one (``--url`` is async, over httpx). Each passes its own agent
   id (``agent-007``) to the target.
 - **Warm-up** requests (the first ``warmup_s`` seconds of the schedule) run but are not
-  recorded. The measured window is ``duration_s`` seconds, ``round(rps * duration_s)``
-  requests.
+  recorded: not in the latency, the request and error counts, nor the error types (their
+  number and errors are kept apart in the details, ``warmup_requests``/``warmup_errors``).
+  The measured window is ``duration_s`` seconds, ``round(rps * duration_s)`` requests.
 
 Cost: a few microseconds of Python per request (one counter step, one sleep, three array
 stores), no per-request allocation beyond the call itself; ``benchmarks/loadgen.py`` sustains
@@ -327,7 +328,9 @@ class LoadRun:
         self.lag = np.full(self.n_total, np.nan)
         self.latency = np.full(self.n_total, np.nan)
         self.failed = np.zeros(self.n_total, dtype=np.bool_)
+        # Exception names of the measured requests, and of the warm-up's (not in the results).
         self.error_types: Counter[str] = Counter()
+        self.warmup_error_types: Counter[str] = Counter()
         self._tickets = itertools.count()
         self._stop = False
         self.t0 = 0.0
@@ -343,7 +346,8 @@ class LoadRun:
             self.t0,
             self.interval,
         )
-        lag, latency, failed, errors = self.lag, self.latency, self.failed, self.error_types
+        lag, latency, failed = self.lag, self.latency, self.failed
+        errors, warmup_errors, n_warmup = self.error_types, self.warmup_error_types, self.n_warmup
         clock, sleep = time.perf_counter, time.sleep
         steps = itertools.cycle(plan)
         for args, kwargs in steps:
@@ -359,14 +363,15 @@ class LoadRun:
                 func(*args, **kwargs)
             except Exception as exc:
                 failed[i] = True
-                errors[type(exc).__name__] += 1
+                (errors if i >= n_warmup else warmup_errors)[type(exc).__name__] += 1
             done = clock()
             lag[i] = start - intended
             latency[i] = done - intended
 
     async def _async_agent(self, func: Callable[..., Any], plan: list[tuple[tuple, dict]]) -> None:
         next_ticket, n, t0, interval = self._tickets.__next__, self.n_total, self.t0, self.interval
-        lag, latency, failed, errors = self.lag, self.latency, self.failed, self.error_types
+        lag, latency, failed = self.lag, self.latency, self.failed
+        errors, warmup_errors, n_warmup = self.error_types, self.warmup_error_types, self.n_warmup
         clock, sleep = time.perf_counter, asyncio.sleep
         for args, kwargs in itertools.cycle(plan):
             i = next_ticket()
@@ -381,7 +386,7 @@ class LoadRun:
                 await func(*args, **kwargs)
             except Exception as exc:
                 failed[i] = True
-                errors[type(exc).__name__] += 1
+                (errors if i >= n_warmup else warmup_errors)[type(exc).__name__] += 1
             done = clock()
             lag[i] = start - intended
             latency[i] = done - intended
@@ -519,7 +524,9 @@ class LoadRun:
             "schedule_lag_p99_ms": _finite(lag_p99),
             "schedule_lag_max_ms": _finite(float(lag_ms.max())) if lag_ms.size else None,
             "unfinished": int(np.count_nonzero(unfinished)),
-            "error_types": dict(self.error_types.most_common()),
+            "error_types": dict(self.error_types.most_common()),  # the measured requests only
+            "warmup_requests": self.n_warmup,
+            "warmup_errors": int(np.count_nonzero(self.failed[: self.n_warmup])),
             "service_time_histogram": service.to_dict(),
             "shadow": config.shadow,
             "ml_blend": config.ml_blend,

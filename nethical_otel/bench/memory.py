@@ -20,6 +20,7 @@ import asyncio
 import gc
 import itertools
 import math
+import os
 import time
 import tracemalloc
 from collections import Counter
@@ -32,7 +33,10 @@ from scipy import stats as sps
 
 from nethical_otel.bench.loadgen import Target, call_plan, resolve_target
 from nethical_otel.bench.sysinfo import MB, rss_mb
+from nethical_otel.text import article, plural
 
+# The progress display's own allocations (rich's bar, click's lines) are not the target's.
+_NOT_PROGRESS = [tracemalloc.Filter(False, f"*{os.sep}{package}{os.sep}*") for package in ("rich", "click")]
 DEFAULT_WARN_MB = 100.0
 DEFAULT_LEAK_BYTES_PER_ACTION = 64.0
 _IGNORED_FILES = (
@@ -50,7 +54,8 @@ class AllocationSite:
     count_diff: int  # blocks
 
     def line(self) -> str:
-        return f"{self.where}: {self.size_diff / 1024:+.1f} KiB in {self.count_diff:+d} blocks"
+        blocks = "block" if abs(self.count_diff) == 1 else "blocks"
+        return f"{self.where}: {self.size_diff / 1024:+.1f} KiB in {self.count_diff:+d} {blocks}"
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class MemoryReport:
     warn_mb: float
     top: list[AllocationSite] = field(default_factory=list)
     leak: LeakCheck | None = None
+    leak_skipped: str = ""  # why there is no leak check (when ``leak`` is None)
 
     @property
     def rss_increase_mb(self) -> float:
@@ -107,18 +113,38 @@ class MemoryReport:
     def leaking(self) -> bool:
         return self.leak is not None and self.leak.leaking
 
-    def verdict(self) -> str:
-        """The guide's verdict line, on the RSS increase over the run."""
+    @property
+    def ok(self) -> bool:
+        """Neither high use nor a leak (what ``--strict`` passes)."""
+        return not (self.high or self.leaking)
+
+    def verdicts(self) -> list[str]:
+        """The guide's verdict lines: a warning for high use (the RSS increase over the run
+        against ``warn_mb``) and one for a leak; "acceptable" only when there is neither."""
+        lines = []
         if self.high:
-            return f"⚠️  WARNING: High memory usage detected: {self.rss_increase_mb:.2f} MB"
-        return f"✅ Memory usage is acceptable: {self.rss_increase_mb:.2f} MB"
+            lines.append(
+                f"⚠️  WARNING: High memory usage detected: {self.rss_increase_mb:.2f} MB "
+                f"(RSS increase; the limit is {self.warn_mb:g} MB)"
+            )
+        if self.leaking:
+            lines.append(f"⚠️  WARNING: Memory leak detected: {self.leak.slope:+.0f} bytes per action")
+        if not lines:
+            caveat = ""
+            if self.leak is None:
+                caveat = " (RSS only: no leak check)"
+            lines.append(f"✅ Memory usage is acceptable: {self.rss_increase_mb:.2f} MB{caveat}")
+        return lines
+
+    def verdict(self) -> str:
+        return "\n".join(self.verdicts())
 
     def text(self) -> str:
         errors = sum(self.errors.values())
         kinds = ", ".join(f"{name} x{n}" for name, n in self.errors.most_common(3))
         lines = [
-            f"Memory profile: {self.actions} actions of {self.target}",
-            f"  {self.duration_s:.1f} s, {errors} errors" + (f" ({kinds})" if kinds else ""),
+            f"Memory profile: {plural(self.actions, 'action')} of {self.target}",
+            f"  {self.duration_s:.1f} s, {plural(errors, 'error')}" + (f" ({kinds})" if kinds else ""),
             "",
             f"  {'':12}{'start':>10}{'end':>10}{'increase':>11}",
             f"  {'RSS':12}{self.rss_start_mb:>7.2f} MB{self.rss_end_mb:>7.2f} MB"
@@ -132,16 +158,16 @@ class MemoryReport:
         lines += [f"  {i:2d}. {site.line()}" for i, site in enumerate(self.top, 1)] or ["  (none)"]
         lines.append("")
         if self.leak is not None:
+            warmup = f"{self.leak.warmup_actions}-action"
             lines.append(
-                f"Leak check ({len(self.leak.actions)} checkpoints after a "
-                f"{self.leak.warmup_actions}-action warm-up, "
+                f"Leak check ({len(self.leak.actions)} checkpoints after {article(warmup)} {warmup} warm-up, "
                 "traced memory against actions):"
             )
             lines.append(f"  {self.leak.line()}")
-            if self.leak.leaking:
-                lines.append(f"⚠️  WARNING: Memory leak detected: {self.leak.slope:+.0f} bytes per action")
             lines.append("")
-        lines.append(self.verdict())
+        elif self.leak_skipped:
+            lines += [f"Leak check: {self.leak_skipped}", ""]
+        lines += self.verdicts()
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,6 +196,9 @@ class MemoryReport:
             "traced_peak_mb": self.traced_peak_mb,
             "warn_mb": self.warn_mb,
             "high": self.high,
+            "leaking": self.leaking,
+            "ok": self.ok,
+            "verdicts": self.verdicts(),
             "top": [
                 {"where": s.where, "size_diff": s.size_diff, "count_diff": s.count_diff} for s in self.top
             ],
@@ -190,8 +219,15 @@ def profile_memory(
     shadow: bool = False,
     ml_blend: bool = False,
     top: int = 10,
+    on_progress: Callable[[int, int, float], None] | None = None,
 ) -> MemoryReport:
-    """Run ``actions`` calls of ``target`` one after another and measure memory."""
+    """Run ``actions`` calls of ``target`` one after another and measure memory.
+
+    ``on_progress(done, actions, elapsed_s)`` is called at the start, about every 1 % of the
+    run and at the end, between calls and never during a memory reading. What it allocates
+    is traced too: allocations in ``rich`` and ``click`` (the display's) are left out of the
+    readings, the end figure and the top sites; anything else it keeps counts as the target's.
+    """
     if actions < 1:
         raise ValueError("actions must be >= 1")
     if not isinstance(target, Target):
@@ -212,14 +248,27 @@ def profile_memory(
         done, readings = 0, []
         started = time.perf_counter()
         run_chunk = _async_chunk if target.is_async else _sync_chunk
+        piece = max(1, actions // 100) if on_progress is not None else actions
+        if on_progress is not None:
+            on_progress(0, actions, 0.0)
         for size in sizes:
-            run_chunk(target.func, plan, size, errors)
-            done += size
+            left = size
+            while left:
+                n = min(piece, left)
+                run_chunk(target.func, plan, n, errors)
+                done, left = done + n, left - n
+                if on_progress is not None and left:
+                    on_progress(done, actions, time.perf_counter() - started)
             gc.collect()
-            readings.append((done, tracemalloc.get_traced_memory()[0]))
+            readings.append((done, _traced_bytes(on_progress is not None)))
+            if on_progress is not None:  # after the reading
+                on_progress(done, actions, time.perf_counter() - started)
         duration = time.perf_counter() - started
         traced_end, traced_peak = tracemalloc.get_traced_memory()
         after = tracemalloc.take_snapshot()
+        if on_progress is not None:
+            after = after.filter_traces(_NOT_PROGRESS)
+            traced_end = sum(trace.size for trace in after.traces)
         rss_end = rss_mb()
     finally:
         if not was_tracing:
@@ -231,6 +280,15 @@ def profile_memory(
         for stat in after.compare_to(before, "lineno")
         if stat.size_diff > 0 and not stat.traceback[0].filename.endswith((*_IGNORED_FILES, __file__))
     ][:top]
+    leak = fit_leak(readings, actions, warmup_fraction, leak_bytes_per_action) if leak_check else None
+    skipped = ""
+    if not leak_check:
+        skipped = "skipped (--no-leak-check)"
+    elif leak is None:
+        skipped = (
+            f"not enough checkpoints after the warm-up to fit a line ({plural(actions, 'action')}; "
+            "run more --actions)"
+        )
     return MemoryReport(
         target=target.label,
         actions=actions,
@@ -243,8 +301,18 @@ def profile_memory(
         traced_peak_mb=traced_peak / MB,
         warn_mb=warn_mb,
         top=sites,
-        leak=fit_leak(readings, actions, warmup_fraction, leak_bytes_per_action) if leak_check else None,
+        leak=leak,
+        leak_skipped=skipped,
     )
+
+
+def _traced_bytes(exclude_progress: bool) -> int:
+    """Traced memory now; without what the progress display holds, when there is one (rich
+    caches every string it measures: a bar updated 100 times keeps ~50 kB, which would look
+    like a leak of the target's)."""
+    if not exclude_progress:
+        return tracemalloc.get_traced_memory()[0]
+    return sum(trace.size for trace in tracemalloc.take_snapshot().filter_traces(_NOT_PROGRESS).traces)
 
 
 def fit_leak(

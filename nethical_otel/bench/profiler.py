@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from nethical_otel.bench.sysinfo import cpu_seconds, rss_mb
 from nethical_otel.stats import LatencyHistogram
+from nethical_otel.text import plural
 
 F = TypeVar("F", bound=Callable[..., Any])
 _FOLD_EVERY = 4096
@@ -73,7 +74,7 @@ class ProfileReport:
                 f"{self.cpu_percent_peak:.1f}% peak (of one core)",
                 f"  memory      {self.memory_start_mb:.1f} -> {self.memory_end_mb:.1f} MB, "
                 f"peak {self.memory_peak_mb:.1f} MB, "
-                f"mean {self.memory_mean_mb:.1f} MB ({self.samples} samples)",
+                f"mean {self.memory_mean_mb:.1f} MB ({plural(self.samples, 'sample')})",
             ]
         )
 

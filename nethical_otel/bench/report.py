@@ -130,10 +130,13 @@ def _budget_sentence(b: BudgetCheck) -> str:
 
 
 def _config(run: RunResult) -> str:
-    def num(value: float | None) -> str:
-        return "?" if value is None else f"{value:g}"
+    def num(value: float | None, noun: str = "") -> str:
+        text = "?" if value is None else f"{value:g}"
+        if not noun:
+            return text
+        return f"{text} {noun[:-1] if value == 1 else noun}"  # "1 agent", "2 agents"
 
-    return f"{num(run.agents)} agents, {num(run.target_rps)} RPS, {num(run.duration_s)} seconds"
+    return f"{num(run.agents, 'agents')}, {num(run.target_rps)} RPS, {num(run.duration_s, 'seconds')}"
 
 
 def _sample_note(comparison: RunComparison) -> str | None:

@@ -8,6 +8,7 @@ leak with ``--strict``); 2 bad input (the CLI prints one line naming the file or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ import click
 from nethical_otel.bench.results import BenchError
 from nethical_otel.cli.main import PATH
 from nethical_otel.files import check_writable
+from nethical_otel.text import plural
 
 # Status lines written to a file or a pipe (a CI log) are this wide unless COLUMNS says.
 PLAIN_WIDTH = 100
@@ -168,8 +170,9 @@ def load(
         kinds = list(result.details.get("error_types", {}))
         if result.details.get("unfinished"):
             kinds.append("unfinished at the drain deadline")
+        every = f"all {counted(result.requests, 'request')}" if result.requests > 1 else "the one request"
         click.echo(
-            f"nethical-otel: error: all {result.requests:,} requests to {config.target_label()} failed"
+            f"nethical-otel: error: {every} to {config.target_label()} failed"
             + (f" ({', '.join(kinds)})" if kinds else "")
             + (f"; nothing written to {output}" if output else ""),
             err=True,
@@ -207,8 +210,12 @@ def _run_with_progress(run):
         return run.run(update)
 
 
+def counted(count: int, noun: str) -> str:
+    """``text.plural`` with thousands separators: ``"1,234 requests"``, ``"1 request"``."""
+    return f"{count:,} " + plural(count, noun).partition(" ")[2]
+
+
 def _print_summary(result, output: Path | None, side: Path | None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     d = result.details
@@ -216,13 +223,20 @@ def _print_summary(result, output: Path | None, side: Path | None) -> None:
     table.add_column(style="bold")
     table.add_column()
     achieved = d.get("achieved_rps") or 0.0
+    errors = f"{counted(result.errors, 'error')}, {result.error_rate:.2%}"
+    requests = f"{counted(result.requests, 'request')} ({errors})"
+    if d.get("warmup_requests"):  # the warm-up ran but is in none of the figures below
+        requests += (
+            f"; warm-up excluded: {counted(d['warmup_requests'], 'request')}, "
+            f"{counted(d.get('warmup_errors') or 0, 'error')}"
+        )
     rows = [
         (
             "Configuration",
-            f"{result.agents} agents ({d.get('mode')}), {result.target_rps:g} req/s target, "
+            f"{counted(result.agents, 'agent')} ({d.get('mode')}), {result.target_rps:g} req/s target, "
             f"{result.duration_s:g} s measured after {d.get('warmup_s', 0):g} s warm-up",
         ),
-        ("Requests", f"{result.requests:,} ({result.errors:,} errors, {result.error_rate:.2%})"),
+        ("Requests", requests),
         ("Send rate", f"{achieved:,.1f} req/s ({achieved / result.target_rps:.1%} of target)"),
         ("Throughput", f"{result.throughput_rps:,.1f} req/s completed"),
         (
@@ -241,7 +255,10 @@ def _print_summary(result, output: Path | None, side: Path | None) -> None:
     ]
     if d.get("unfinished"):
         rows.append(
-            ("Unfinished", f"{d['unfinished']} requests still running at the drain deadline (errors)")
+            (
+                "Unfinished",
+                f"{counted(d['unfinished'], 'request')} still running at the drain deadline (errors)",
+            )
         )
     if d.get("error_types"):
         rows.append(("Error types", ", ".join(f"{k} x{v}" for k, v in d["error_types"].items())))
@@ -249,7 +266,7 @@ def _print_summary(result, output: Path | None, side: Path | None) -> None:
         rows.append(("Written", f"{output}" + (f" + {side}" if side else "")))
     for key, value in rows:
         table.add_row(key, value)
-    Console().print(table)
+    status_console().print(table)
 
 
 # -- compare ---------------------------------------------------------------------------------
@@ -445,7 +462,7 @@ def budget(results, p50, p95, p99, mean, max_, error_rate, min_throughput, budge
     else:
         for check in checks:
             click.echo(check.line())
-        click.echo(f"❌ {len(exceeded)} budget(s) exceeded" if exceeded else "✅ All budgets met")
+        click.echo(f"❌ {plural(len(exceeded), 'budget')} exceeded" if exceeded else "✅ All budgets met")
     click.get_current_context().exit(1 if exceeded else 0)
 
 
@@ -486,10 +503,21 @@ def history() -> None:
 @click.argument("results", type=PATH)
 @_DIR_OPTION
 def history_add(results, directory) -> None:
-    """Copy a run into the history as benchmark_YYYYMMDD_HHMMSS.csv (+ sidecar), atomically."""
+    """Copy a run into the history as benchmark_YYYYMMDD_HHMMSS.csv (+ sidecar), atomically.
+
+    The same run twice (an identical summary row) is refused (exit 2): it would count twice
+    in the trend. Another run started in the same second is added as ..._2.csv, with a note.
+    """
     from nethical_otel.bench import history as hist
 
     written = hist.add(results, directory)
+    match = hist.HISTORY_PATTERN.match(written.name)
+    if match and match.group(3):
+        click.echo(
+            f"nethical-otel: note: another run in {directory} started in the same second; "
+            f"this one is {written.name}",
+            err=True,
+        )
     click.echo(str(written))
 
 
@@ -532,9 +560,9 @@ def history_detect(directory, max_pvalue, min_magnitude, fmt) -> None:
         )
         return
     if not points:
-        click.echo(f"No change points in {len(runs)} runs.")
+        click.echo(f"No change points in {plural(len(runs), 'run')}.")
         return
-    click.echo(f"{len(points)} change point(s) in {len(runs)} runs:")
+    click.echo(f"{plural(len(points), 'change point')} in {plural(len(runs), 'run')}:")
     for p in points:
         run = runs[p.index]
         unit = "req/s" if p.metric == "throughput_rps" else "ms"
@@ -567,7 +595,7 @@ def history_plot(directory, output, max_pvalue, min_magnitude) -> None:
     runs = hist.load(directory)
     points = hist.change_points(runs, max_pvalue=max_pvalue, min_magnitude=min_magnitude)
     written = hist.plot(runs, output, points)
-    click.echo(f"{written}: {len(runs)} runs, {len(points)} change point(s)")
+    click.echo(f"{written}: {plural(len(runs), 'run')}, {plural(len(points), 'change point')}")
 
 
 # -- memory ----------------------------------------------------------------------------------
@@ -612,20 +640,69 @@ def memory(
     from nethical_otel.files import write_atomic
 
     check_writable(output)  # before the run
-    report = profile_memory(
-        target,
-        actions,
-        warn_mb=warn_mb,
-        leak_check=not no_leak_check,
-        leak_bytes_per_action=leak_threshold,
-        cohort=cohort,
-        shadow=shadow,
-        ml_blend=ml_blend,
-    )
+    with _memory_progress() as on_progress:
+        report = profile_memory(
+            target,
+            actions,
+            warn_mb=warn_mb,
+            leak_check=not no_leak_check,
+            leak_bytes_per_action=leak_threshold,
+            cohort=cohort,
+            shadow=shadow,
+            ml_blend=ml_blend,
+            on_progress=on_progress,
+        )
     text = report.text()
     write_atomic(output, text)
     click.echo(text, nl=False)
     click.echo(f"(written to {output})", err=True)
-    if strict and (report.high or report.leaking):
+    if strict and not report.ok:
         click.get_current_context().exit(1)
 
+
+def _eta(done: int, total: int, elapsed_s: float) -> str:
+    if done <= 0 or elapsed_s <= 0:
+        return "-"
+    return f"about {math.ceil(elapsed_s / done * (total - done))} s left"
+
+
+@contextlib.contextmanager
+def _memory_progress():
+    """The ``on_progress`` of ``profile_memory``: a bar on a terminal (stderr), else a line
+    at each quarter of the run. What they allocate (in rich, click) is traced too, and left
+    out of the readings by ``profile_memory``."""
+    console = _stderr_console()
+    if not console.is_terminal:
+        marks = [0.25, 0.5, 0.75, 1.0]
+
+        def line(done: int, total: int, elapsed_s: float) -> None:
+            if done == 0:
+                click.echo(f"memory: running {plural(total, 'action')} ...", err=True)
+            while marks and done >= marks[0] * total:
+                marks.pop(0)
+                left = "" if done >= total else f", {_eta(done, total, elapsed_s)}"
+                click.echo(f"memory: {done:,}/{total:,} actions, {elapsed_s:.1f} s{left}", err=True)
+
+        yield line
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]memory[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("actions"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[eta]}"),
+    )
+    # No refresh thread (nothing allocates during a memory reading) and no speed history
+    # (speed_estimate_period=0 keeps one sample, the ETA is ours): the bar's state stays small.
+    with Progress(*columns, console=console, auto_refresh=False, speed_estimate_period=0) as progress:
+        task = progress.add_task("memory", total=None, eta="")
+
+        def bar(done: int, total: int, elapsed_s: float) -> None:
+            eta = _eta(done, total, elapsed_s) if done < total else ""
+            progress.update(task, total=total, completed=done, eta=eta)
+            progress.refresh()
+
+        yield bar

@@ -38,7 +38,7 @@ from nethical_otel.cli.main import PATH
 )
 @click.option(
     "--inject-for",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, min_open=True),
     help="Seconds the slowdown lasts [default: 30 % of the duration].",
 )
 @click.option(
@@ -95,7 +95,16 @@ def demo(
     """
     from nethical_otel.cli.bench import status_console
     from nethical_otel.embedded import setup
-    from nethical_otel.example.demo import DemoPlan, Injection, output_paths, run_demo, write_outputs
+    from nethical_otel.example.demo import (
+        INJECT_AT_FRACTION,
+        INJECT_FOR_FRACTION,
+        DemoPlan,
+        Injection,
+        outcome,
+        output_paths,
+        run_demo,
+        write_outputs,
+    )
     from nethical_otel.files import check_writable
 
     for path in output_paths(output_dir):  # before the run: a bad path must not cost the demo
@@ -117,9 +126,10 @@ def demo(
     if not no_inject:
         inject = Injection(
             inject_slowdown,
-            duration / 2 if inject_at is None else inject_at,
-            0.3 * duration if inject_for is None else inject_for,
+            INJECT_AT_FRACTION * duration if inject_at is None else inject_at,
+            INJECT_FOR_FRACTION * duration if inject_for is None else inject_for,
             None if inject_action == "all" else inject_action,
+            proportional=inject_at is None and inject_for is None,
         )
     plan = DemoPlan(duration, rps, agents, window, refresh, seed, inject, output_dir)
     telemetry = setup(config_file, detector=True, **overrides)
@@ -128,8 +138,9 @@ def demo(
     finally:
         telemetry.shutdown()
     png, summary, _ = write_outputs(timeline, plan)
-    fired = sum(a.state == "firing" for a in timeline.alerts)
-    click.echo(f"{fired} alert(s) fired. Wrote {png} and {summary}")
+    for line in outcome(timeline, plan):
+        click.echo(line)
+    click.echo(f"Wrote {png} and {summary}")
 
 
 def _service_name_configured() -> bool:

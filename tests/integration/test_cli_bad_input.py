@@ -172,7 +172,7 @@ def _cases() -> list[Case]:
         add(f"compare-current-{kind}", ("compare", "good.csv", path), name)
         add(f"history-add-{kind}", ("history", "add", path, "--dir", "newhistory"), name)
         add(f"baseline-create-{kind}", ("baseline", "create", "--from-run", path, "--service", "s",
-                                        "-o", "new.json"), name)  # fmt: skip
+                                        "--action", "a", "-o", "new.json"), name)  # fmt: skip
         if path not in sidecar_names:  # budget reads the CSV row only
             add(f"budget-{kind}", ("budget", path, "--p95", "100"), name)
 
@@ -243,7 +243,7 @@ def _cases() -> list[Case]:
             add(f"history-add-dir-{kind}", ("history", "add", "good.csv", "--dir", path), name, **kw)
         add(f"history-plot-output-{kind}", ("history", "plot", "--dir", "history", "-o", path), name, **kw)
         add(f"baseline-create-output-{kind}", ("baseline", "create", "--from-run", "good.csv", "--service",
-                                               "s", "-o", path), name, **kw)  # fmt: skip
+                                               "s", "--action", "a", "-o", path), name, **kw)  # fmt: skip
         add(f"load-output-{kind}", ("load", "--duration", str(LONG), "--rps", "20", "--agents", "2",
                                     "-q", "-o", path), name, max_seconds=LONG / 3, **kw)  # fmt: skip
         add(f"memory-output-{kind}", ("memory", "--actions", "3000", "-o", path), name,
@@ -252,8 +252,12 @@ def _cases() -> list[Case]:
         add(f"demo-output-{kind}", ("demo", "--duration", str(LONG), "--port", "0", "--output-dir", demo_dir),
             demo_name, max_seconds=LONG / 3, **kw)  # fmt: skip
     add("history-add-dir-is-a-file", ("history", "add", "good.csv", "--dir", "file.txt"), "file.txt")
-    add("baseline-create-exists", ("baseline", "create", "--from-run", "good.csv", "--service", "s", "-o",
-                                   "baseline.json"), "baseline.json", "--force")  # fmt: skip
+    # history/ already holds good.csv's run (the same summary row): adding it again is refused.
+    add("history-add-duplicate", ("history", "add", "good.csv", "--dir", "history"), "good.csv",
+        "already in the history as history/benchmark_20250301_120000.csv")  # fmt: skip
+    add("baseline-create-exists", ("baseline", "create", "--from-run", "good.csv", "--service", "s",
+                                   "--action", "a", "-o", "baseline.json"),
+        "baseline.json", "--force")  # fmt: skip
     # The previous results survive a run whose outputs cannot all be written.
     load = ("load", "--duration", str(LONG), "--rps", "20", "-q", "-o")
     add("load-sidecar-unwritable", (*load, "previous.csv"), "previous.histogram.json", max_seconds=LONG / 3)

@@ -92,8 +92,9 @@ def test_the_base_install_still_compares_and_shows_baselines(tmp_path: Path, wit
     assert compared.returncode == 0, compared.stderr
     assert json.loads(compared.stdout)["regression"] is False
     created, _ = _run(
-        tmp_path, without_extra, "baseline", "create", "--from-run", "a.csv", "--service", "s", "-o", "b.json"
-    )
+        tmp_path, without_extra, "baseline", "create", "--from-run", "a.csv", "--service", "s",
+        "--action", "process_action", "-o", "b.json",
+    )  # fmt: skip
     assert created.returncode == 0, created.stderr
     shown, _ = _run(tmp_path, without_extra, "baseline", "show", "b.json")
     assert shown.returncode == 0, shown.stderr

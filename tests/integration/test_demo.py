@@ -14,10 +14,10 @@ pytestmark = pytest.mark.slow
 INJECT_AT, INJECT_FOR = 10.0, 9.0
 
 
-def run_demo(tmp_path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+def run_demo(tmp_path, *extra: str, duration: float = 30) -> tuple[subprocess.CompletedProcess, dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NETHICAL_OTEL_"))}
     out = tmp_path / "demo-output"
-    args = [sys.executable, "-m", "nethical_otel.cli", "demo", "--duration", "30", "--window", "3",
+    args = [sys.executable, "-m", "nethical_otel.cli", "demo", "--duration", str(duration), "--window", "3",
             "--port", "0", "--seed", "7", "--output-dir", str(out), *extra]  # fmt: skip
     result = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
@@ -55,11 +55,21 @@ def test_injected_regression_fires_after_injection_and_resolves_after_removal(tm
         "![latency](latency.png)" in markdown and "| firing | NethicalLatencyRegression | query |" in markdown
     )
     assert f"Wrote {out / 'latency.png'} and {out / 'summary.md'}" in result.stdout
+    # The plan fits the window: no warning at the start, and the end says it all resolved.
+    assert "Warning:" not in result.stdout
+    assert summary["plan_warnings"] == [] and summary["still_firing"] == []
+    fired = len(firing)
+    assert summary["outcome"] == [
+        f"{fired} alerts fired, all resolved before the end."
+        if fired > 1
+        else "1 alert fired and resolved before the end."
+    ]
+    assert summary["outcome"][0] in result.stdout and f"- {summary['outcome'][0]}" in markdown
 
 
 def test_steady_run_ends_with_zero_alerts(tmp_path):
-    result, summary = run_demo(tmp_path, "--no-inject")
+    result, summary = run_demo(tmp_path, "--no-inject", duration=12)
     assert summary["alerts"] == []
     assert summary["baselines_learned_at_s"] is not None
-    assert "0 alert(s) fired" in result.stdout
+    assert "0 alerts fired (steady run: none expected)." in result.stdout
     assert "None fired." in (tmp_path / "demo-output" / "summary.md").read_text()

@@ -25,7 +25,10 @@ def _history(tmp_path: Path, latencies: list[float]) -> Path:
     directory = tmp_path / "benchmark-history"
     for day, scale in enumerate(latencies):
         run = make_run(
-            seed=day, scale=scale, timestamp=f"2025-03-{day + 1:02d}T09:30:00Z", git_sha=f"{day:040d}"
+            seed=day,
+            scale=scale,
+            timestamp=f"2025-03-{day + 1:02d}T09:30:00Z",
+            git_sha=f"{day:02d}c0ffee{'0' * 32}",
         )
         write_run(run, tmp_path / "results.csv")
         history.add(tmp_path / "results.csv", directory)
@@ -34,14 +37,30 @@ def _history(tmp_path: Path, latencies: list[float]) -> Path:
 
 def test_add_names_files_by_run_time_and_never_overwrites(tmp_path: Path) -> None:
     write_run(make_run(), tmp_path / "results.csv")
+    write_run(make_run(seed=2), tmp_path / "other.csv")  # another run, started in the same second
     first = history.add(tmp_path / "results.csv", tmp_path / "h")
-    second = history.add(tmp_path / "results.csv", tmp_path / "h")
+    second = history.add(tmp_path / "other.csv", tmp_path / "h")
     assert first.name == "benchmark_20250301_120000.csv"
     assert second.name == "benchmark_20250301_120000_2.csv"
     assert (tmp_path / "h" / "benchmark_20250301_120000.histogram.json").exists()
     runs = history.load(tmp_path / "h")
     assert [Path(r.source).name for r in runs] == [first.name, second.name]
     assert all(r.has_histogram for r in runs)
+
+
+def test_adding_the_same_run_twice_is_refused(tmp_path: Path) -> None:
+    write_run(make_run(), tmp_path / "results.csv")
+    first = history.add(tmp_path / "results.csv", tmp_path / "h")
+    before = sorted(p.name for p in (tmp_path / "h").iterdir())
+    with pytest.raises(
+        BenchError, match=r"results\.csv: already in the history as .*benchmark_20250301_120000\.csv"
+    ):
+        history.add(tmp_path / "results.csv", tmp_path / "h")
+    # A copy of it under another name is the same run too.
+    (tmp_path / "copy.csv").write_text((tmp_path / "results.csv").read_text())
+    with pytest.raises(BenchError, match=f"already in the history as {first}"):
+        history.add(tmp_path / "copy.csv", tmp_path / "h")
+    assert sorted(p.name for p in (tmp_path / "h").iterdir()) == before
 
 
 def test_add_is_atomic(tmp_path: Path, monkeypatch) -> None:
@@ -89,6 +108,44 @@ def test_plot_is_a_valid_png(tmp_path: Path) -> None:
     image = matplotlib.image.imread(output)
     assert image.shape[0] > 400 and image.shape[1] > 800
     assert [p.name for p in output.parent.iterdir()] == ["trend.png"]
+
+
+def _texts(figure) -> tuple[str, list[str]]:
+    return figure._suptitle.get_text(), [t.get_text() for ax in figure.axes for t in ax.texts]
+
+
+def test_plot_names_the_commit_and_the_change_at_each_change_point(tmp_path: Path) -> None:
+    directory = _history(tmp_path, [1.0] * 6 + [1.4] * 5)
+    runs = history.load(directory)
+    points = history.change_points(runs)
+    title, labels = _texts(history.trend_figure(runs, points))
+    assert "11 runs" in title and "dashed lines: change points" in title
+    # The first run of the new level (day 6) is commit 06c0ffee...: its short sha names the line.
+    assert len(labels) == 1 and labels[0].startswith("06c0ffe: +"), labels
+    for p in points:
+        assert f"{p.change_pct:+.0f}% {history.METRICS[p.metric]}" in labels[0]
+
+
+def test_plot_without_change_points_says_so(tmp_path: Path) -> None:
+    runs = history.load(_history(tmp_path, [1.0] * 6))
+    title, labels = _texts(history.trend_figure(runs, []))
+    assert "no change points" in title and "dashed" not in title and labels == []
+
+
+def test_plot_draws_one_point_per_run_even_in_the_same_second(tmp_path: Path) -> None:
+    for seed in range(3):  # three different runs, one start time
+        write_run(make_run(seed=seed), tmp_path / "r.csv")
+        history.add(tmp_path / "r.csv", tmp_path / "h")
+    write_run(make_run(seed=9, timestamp="2025-03-02T12:00:00Z"), tmp_path / "r.csv")
+    history.add(tmp_path / "r.csv", tmp_path / "h")
+    runs = history.load(tmp_path / "h")
+    figure = history.trend_figure(runs)
+    title, _ = _texts(figure)
+    assert title.startswith("Benchmark history: 4 runs,")
+    p50 = figure.axes[0].lines[0]
+    xs = list(p50.get_xdata())
+    assert len(xs) == len(set(xs)) == 4  # as many distinct points as the title counts
+    assert "3 runs share a start time" in figure.axes[1].get_xlabel()
 
 
 def test_plot_needs_runs(tmp_path: Path) -> None:

@@ -175,6 +175,20 @@ def test_errors_are_counted_and_named() -> None:
     assert result.histogram.errors == 50
 
 
+def test_warm_up_errors_are_in_no_figure_of_the_measured_run() -> None:
+    """The request count, the error count and the error types describe the same calls."""
+    calls = iter(range(10**9))
+
+    def flaky(agent_id):
+        if next(calls) % 5 == 0:
+            raise TimeoutError("backend timed out")
+
+    result = _run(flaky, rps=500, duration_s=1.0, warmup_s=0.2, agents=1)  # 100 warm-up calls
+    assert result.requests == 500 and result.errors == 100
+    assert result.details["error_types"] == {"TimeoutError": result.errors}
+    assert result.details["warmup_requests"] == 100 and result.details["warmup_errors"] == 20
+
+
 def test_a_hung_target_ends_at_the_drain_deadline_with_errors() -> None:
     release = threading.Event()
 
