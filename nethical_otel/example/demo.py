@@ -368,11 +368,13 @@ def plain_line(samples: list[Sample], t: float) -> str:
     def quantile(s: Sample, i: int) -> str:
         return f"{s.current[i] * 1000:.2f}ms{_change(s.current[i], s.baseline[i] if s.baseline else None)}"
 
-    parts = [
-        f"{s.action} p50={quantile(s, 0)} p95={quantile(s, 1)} rps={s.rps:.0f} alert={s.alert}"
+    # One line per action (under 100 characters), so a CI log reads like the live table.
+    width = max((len(s.action) for s in samples), default=0)
+    return "\n".join(
+        f"[{t:5.0f}s] {s.action:<{width}}  p50={quantile(s, 0)}  p95={quantile(s, 1)}  "
+        f"rps={s.rps:.0f}  alert={s.alert}"
         for s in samples
-    ]
-    return f"[{t:5.0f}s] " + " | ".join(parts)
+    )
 
 
 @dataclass(frozen=True)
