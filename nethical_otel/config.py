@@ -40,6 +40,7 @@ SAMPLERS = (
 )
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
 HISTOGRAM_AGGREGATIONS = ("explicit_bucket_histogram", "base2_exponential_bucket_histogram")
+PROMETHEUS_HISTOGRAMS = ("auto", "native", "classic")
 
 
 def _setting(default: Any, help: str, env: tuple[str, ...] = (), secret: bool = False) -> Any:
@@ -180,6 +181,17 @@ class Settings:
     prometheus_service_label: str = _setting(
         "job", "Label that names the service in Prometheus (`job` when fed by the Collector)."
     )
+    prometheus_histograms: str = _setting(
+        "auto",
+        "How the latency histogram is stored in Prometheus: `native` (Prometheus 3, fed over OTLP: "
+        "exact buckets, one query per step), `classic` (`le` buckets, Prometheus 2.x) or `auto` "
+        "(native when Prometheus has it, else classic).",
+    )
+    agent_shard: str = _setting(
+        "",
+        "`i/N`: this agent is replica i of N and evaluates only the series whose hash (as Prometheus' "
+        "`hashmod` over service, action, cohort) modulo N is i. Empty: all series.",
+    )
     alertmanager_url: str | None = _setting(None, "Alertmanager base URL; alerts go to the log without it.")
     alertmanager_username: str | None = _setting(None, "Basic-auth user for Alertmanager.")
     alertmanager_password: str | None = _setting(None, "Basic-auth password (secret).", secret=True)
@@ -271,6 +283,30 @@ class Settings:
         return self.traces_sampler.startswith("parentbased_")
 
 
+_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """``"i/N"`` as ``(i, N)``; empty is ``(0, 1)``, the whole. ``ValueError`` saying what is wrong."""
+    if not spec:
+        return 0, 1
+    match = _SHARD.match(spec)
+    if not match:
+        raise ValueError("must be i/N, e.g. 0/2")
+    index, count = int(match[1]), int(match[2])
+    if not 0 <= index < count:
+        raise ValueError(f"must be i/N with 0 <= i < N (there is no shard {index} of {count})")
+    return index, count
+
+
+def _shard_problem(value: str) -> str | None:
+    try:
+        parse_shard(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
 
@@ -281,6 +317,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "otlp_protocol": _one_of(OTLP_PROTOCOLS),
     "traces_sampler": _one_of(SAMPLERS),
     "histogram_aggregation": _one_of(HISTOGRAM_AGGREGATIONS),
+    "prometheus_histograms": _one_of(PROMETHEUS_HISTOGRAMS),
+    "agent_shard": _shard_problem,
     "traces_sampler_arg": lambda v: None if 0.0 <= v <= 1.0 else "must be within 0..1",
     "metric_export_interval_ms": lambda v: None if v > 0 else "must be > 0",
     "otlp_timeout_s": lambda v: None if v > 0 else "must be > 0",

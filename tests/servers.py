@@ -182,6 +182,31 @@ def _scrape_job(job_name: str, targets: Sequence[str], scrape_interval: str) -> 
     }
 
 
+# Prometheus 3 (native histograms, OTLP receiver): built by `make prometheus3` into the cache;
+# `make test` passes its path in PROMETHEUS3_BINARY. Debian's 2.42 is `prometheus` on PATH.
+PROMETHEUS3_BINARY_ENV = "PROMETHEUS3_BINARY"
+PROMETHEUS3_DEFAULT = Path.home() / ".cache/nethical-otel/prometheus3/v0.316.0/prometheus"
+
+
+def prometheus3_binary() -> str:
+    """Path of the Prometheus 3 build; skip loudly without it, fail under CI."""
+    path = Path(os.environ.get(PROMETHEUS3_BINARY_ENV) or PROMETHEUS3_DEFAULT)
+    if path.is_file() and os.access(path, os.X_OK):
+        return str(path)
+    reason = f"!!! Prometheus 3 not built at {path}: run `make prometheus3` (or `make test`)"
+    if os.environ.get("CI"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+# What a Prometheus 3 started by the tests adds to its config: OTLP names as the Collector's
+# prometheus exporter makes them, service.name -> job, and room for late OTLP samples.
+PROMETHEUS3_OTLP_CONFIG: dict[str, Any] = {
+    "otlp": {"translation_strategy": "UnderscoreEscapingWithSuffixes"},
+    "storage": {"tsdb": {"out_of_order_time_window": "30m"}},
+}
+
+
 @contextlib.contextmanager
 def start_prometheus(
     tmp_path: Path,
@@ -192,8 +217,11 @@ def start_prometheus(
     rule_files: Sequence[Path] = (),
     evaluation_interval: str = "1s",
     alertmanager_url: str | None = None,
+    version: int = 2,
 ) -> Iterator[RunningServer]:
-    """A Prometheus on 127.0.0.1:free port scraping ``scrape_targets``; stopped on exit."""
+    """A Prometheus on 127.0.0.1:free port scraping ``scrape_targets``; stopped on exit.
+
+    ``version=3``: the Prometheus 3 build, with its OTLP receiver on (``/api/v1/otlp``)."""
     config: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval},
         "scrape_configs": [_scrape_job(job_name, scrape_targets, scrape_interval)] if scrape_targets else [],
@@ -203,15 +231,21 @@ def start_prometheus(
     if alertmanager_url:
         config["alerting"] = {"alertmanagers": [
             {"static_configs": [{"targets": [urlsplit(alertmanager_url).netloc]}]}]}
-    with start_prometheus_with(tmp_path, config) as server:
+    if version == 3:
+        config.update(PROMETHEUS3_OTLP_CONFIG)
+    with start_prometheus_with(tmp_path, config, version=version) as server:
         yield server
 
 
 @contextlib.contextmanager
-def start_prometheus_with(tmp_path: Path, config: dict[str, Any]) -> Iterator[RunningServer]:
-    """A Prometheus on 127.0.0.1:free port running the complete ``config``; stopped on exit."""
-    binary = require_binary("prometheus")
-    workdir = tmp_path / "prometheus"
+def start_prometheus_with(
+    tmp_path: Path, config: dict[str, Any], version: int = 2
+) -> Iterator[RunningServer]:
+    """A Prometheus on 127.0.0.1:free port running the complete ``config``; stopped on exit.
+
+    ``version=3`` runs the Prometheus 3 build with ``--web.enable-otlp-receiver``."""
+    binary = prometheus3_binary() if version == 3 else require_binary("prometheus")
+    workdir = tmp_path / ("prometheus3" if version == 3 else "prometheus")
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -224,7 +258,9 @@ def start_prometheus_with(tmp_path: Path, config: dict[str, Any]) -> Iterator[Ru
         f"--web.listen-address={LOOPBACK}:{port}",
         "--storage.tsdb.retention.time=1h",
     ]
-    with ServerProcess(args, workdir, f"{url}/-/ready", name="prometheus") as process:
+    if version == 3:
+        args.append("--web.enable-otlp-receiver")
+    with ServerProcess(args, workdir, f"{url}/-/ready", name=workdir.name) as process:
         yield RunningServer(url, process, config_path)
 
 

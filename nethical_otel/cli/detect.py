@@ -17,7 +17,12 @@ from nethical_otel.text import plural
 @click.command()
 @click.option("--config", "config_file", type=PATH, metavar="FILE", help="YAML settings file.")
 @click.option("--once", is_flag=True, help="Evaluate one step, print it and exit (a configuration check).")
-def agent(config_file, once) -> None:
+@click.option(
+    "--shard",
+    metavar="I/N",
+    help="Be replica I of N: evaluate only the series whose hash modulo N is I [default: agent_shard].",
+)
+def agent(config_file, once, shard) -> None:
     """Run the regression detector as its own process (fleet mode).
 
     Reads fleet-wide latency histograms from Prometheus (prometheus_url), compares each
@@ -31,7 +36,7 @@ def agent(config_file, once) -> None:
     from nethical_otel.detect.agent import Agent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    agent = Agent(load_settings(config_file))
+    agent = Agent(load_settings(config_file, **({"agent_shard": shard} if shard is not None else {})))
     try:
         if once:
             agent.run(max_steps=1)
@@ -41,7 +46,8 @@ def agent(config_file, once) -> None:
             return
         url = agent.serve()
         shown = redact_url(agent.settings.prometheus_url)
-        click.echo(f"nethical-otel agent: reading {shown}; metrics on {url}/metrics")
+        owned = f" (shard {agent.shard})" if agent.shard.count > 1 else ""
+        click.echo(f"nethical-otel agent{owned}: reading {shown}; metrics on {url}/metrics")
         agent.install_signal_handlers()
         agent.run()
     finally:

@@ -23,6 +23,7 @@ from nethical_otel.config import Settings
 from nethical_otel.detect.alerts import State
 from nethical_otel.detect.build import build_detector
 from nethical_otel.detect.detector import Detector, SeriesReport
+from nethical_otel.detect.shard import Shard
 from nethical_otel.detect.sources import PrometheusSource
 from nethical_otel.errors import ConfigError, FailureLog, quiet_http_logging, redact_text
 from nethical_otel.names import (
@@ -153,10 +154,13 @@ class Agent:
         quiet_http_logging()  # their INFO lines carry full URLs, secrets included
         self.settings = settings
         self._errors = FailureLog(_log, "the agent's evaluation")
+        self.shard = Shard.parse(settings.agent_shard)
         source = PrometheusSource(
             settings.prometheus_url,
             settings.detector_window_s,
             service_label=settings.prometheus_service_label,
+            histograms=settings.prometheus_histograms,
+            shard=self.shard,
         )
         self.detector = build_detector(settings, source)
         self.metrics = AgentMetrics()

@@ -4,8 +4,11 @@ A source answers one question each step: for every series, the latency histogram
 last ``window_s`` seconds. ``InProcessSource`` reads this process' own recorders
 (embedded mode) and windows them as the difference of cumulative snapshots;
 ``PrometheusSource`` asks Prometheus for ``increase(...[window])`` of the fleet-wide
-``le`` buckets summed over instances, so counter resets and instance churn are
-Prometheus' problem, solved the standard way.
+histograms summed over instances, so counter resets and instance churn are Prometheus'
+problem, solved the standard way. On Prometheus 3 fed over OTLP the histogram is *native*:
+one query a step returns every series' exact buckets (schema = our scale, mapped bucket for
+bucket). On Prometheus 2.x it is *classic*: ``le`` buckets, three queries a step, and buckets
+19 % apart read at the scale they resolve.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Protocol
 import httpx
 import numpy as np
 
+from nethical_otel.config import PROMETHEUS_HISTOGRAMS
 from nethical_otel.detect.baseline import SeriesKey
+from nethical_otel.detect.shard import Shard
 from nethical_otel.errors import ConfigError, NethicalOtelError, quiet_http_logging, redact_text, redact_url
 from nethical_otel.names import (
     ACTION,
@@ -34,7 +39,8 @@ from nethical_otel.names import (
     SERVICE_NAME_LABEL,
 )
 from nethical_otel.stats import LatencyHistogram, StatsError
-from nethical_otel.stats.wire import scale_for_bounds
+from nethical_otel.stats.histogram import merge_all
+from nethical_otel.stats.wire import from_native_buckets, scale_for_bounds
 
 _log = logging.getLogger(__name__)
 
@@ -157,10 +163,20 @@ class PrometheusSource:
         action_label: str = ACTION_LABEL,
         cohort_label: str = COHORT_LABEL,
         selector: str = "",
+        histograms: str = "auto",
+        shard: Shard | None = None,
         timeout_s: float = 10.0,
         client: httpx.Client | None = None,
     ) -> None:
+        """``histograms``: ``native``, ``classic`` or ``auto`` (whichever Prometheus has: the kind
+        that last answered is asked first). ``shard``: read only the series it owns."""
         _check_window(window_s)
+        if histograms not in PROMETHEUS_HISTOGRAMS:
+            kinds = ", ".join(PROMETHEUS_HISTOGRAMS)
+            raise ConfigError(f"prometheus_histograms must be one of {kinds}, got {histograms!r}")
+        self.histograms = histograms
+        self._kinds = [histograms] if histograms != "auto" else ["native", "classic"]
+        self.shard = shard or Shard()
         self.url = url.rstrip("/")
         self.shown_url = redact_url(self.url)
         self.window_s = window_s
@@ -208,14 +224,49 @@ class PrometheusSource:
 
     def read(self, now: float) -> dict[SeriesKey, Window]:
         try:
-            return self._read(now)
+            for kind in list(self._kinds):
+                found = self._read_native(now) if kind == "native" else self._read_classic(now)
+                if found is not None:
+                    if self._kinds[0] != kind:  # auto: ask this kind first from now on
+                        self._kinds.remove(kind)
+                        self._kinds.insert(0, kind)
+                    return found
+            return {}
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise SourceError(
                 f"Prometheus at {self.shown_url} gave an answer of an unexpected shape "
                 f"({type(exc).__name__}: {redact_text(exc)[:200]})"
             ) from None
 
-    def _read(self, now: float) -> dict[SeriesKey, Window]:
+    def _read_native(self, now: float) -> dict[SeriesKey, Window] | None:
+        """Every series in one query, with ``error.type`` kept apart to count the errors; None
+        when Prometheus has no native histogram of the metric."""
+        by = ", ".join((*self.labels, ERROR_TYPE_LABEL))
+        window = _promql_duration(self.window_s)
+        rows = self._query(f"sum by ({by}) (increase({self.metric}{{{self.selector}}}[{window}]))", now)
+        parts: dict[SeriesKey, list[LatencyHistogram]] = {}
+        native = False
+        for row in rows:
+            if "histogram" not in row:  # a float series of that name: not a native histogram
+                continue
+            native = True
+            key = self._key(row["metric"])
+            if not key.action or not self.shard.owns(key):  # the overflow series: a mix, no baseline
+                continue
+            point = row["histogram"][1]
+            try:
+                hist = from_native_buckets(point.get("buckets") or [], total=float(point.get("sum", 0.0)))
+            except StatsError as exc:
+                _log.warning("nethical-otel: skipped %s: Prometheus native buckets unusable (%s)", key, exc)
+                continue
+            if row["metric"].get(ERROR_TYPE_LABEL):
+                hist.errors = hist.count
+            parts.setdefault(key, []).append(hist)
+        if not native:
+            return None
+        return {key: Window(merge_all(hists), self.window_s) for key, hists in parts.items()}
+
+    def _read_classic(self, now: float) -> dict[SeriesKey, Window] | None:
         by = ", ".join(self.labels)
         window = _promql_duration(self.window_s)
 
@@ -233,9 +284,11 @@ class PrometheusSource:
             self._key(r["metric"]): float(r["value"][1])
             for r in self._query(increase("count", extra=f'{ERROR_TYPE_LABEL}!=""'), now)
         }
+        if not buckets:
+            return None
         windows: dict[SeriesKey, Window] = {}
         for key, by_le in buckets.items():
-            if not key.action:  # the overflow series (otel_metric_overflow): a mix, no baseline
+            if not key.action or not self.shard.owns(key):  # the overflow series: a mix, no baseline
                 continue
             bounds = sorted(by_le)
             # increase() extrapolates to fractional counts; round, and keep them monotone.

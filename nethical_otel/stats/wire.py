@@ -1,6 +1,7 @@
 """Wire formats of the latency histogram: the versioned JSON dict (baseline files, run
-sidecars), OTLP exponential histogram points, and explicit ``le`` buckets (Prometheus classic
-histograms, OTLP explicit-bucket points). ``LatencyHistogram``'s ``to_dict``/``from_dict``/
+sidecars), OTLP exponential histogram points, Prometheus native histograms (as the query API
+returns them), and explicit ``le`` buckets (Prometheus classic histograms, OTLP explicit-bucket
+points). ``LatencyHistogram``'s ``to_dict``/``from_dict``/
 ``to_otel_exponential``/``from_otel_exponential``/``from_explicit_buckets`` call these.
 
 Bad input from outside raises ``StatsError``, a ``ValueError`` whose message names the field.
@@ -182,6 +183,74 @@ def from_otel_exponential(point: Any, *, scale: int = DEFAULT_SCALE, errors: int
         hist.sum = float(point.sum)
         hist.min, hist.max = _min_max(hist, getattr(point, "min", None), getattr(point, "max", None))
     return hist.downscaled(target) if point_scale > target else hist
+
+
+# Prometheus' native-histogram schemas that are exponential (schema = OTel scale); -53 is
+# "custom buckets", which have no scale.
+NATIVE_SCHEMAS = range(-4, 9)
+
+
+def from_native_buckets(
+    buckets: Sequence[Sequence[Any]], *, total: float, errors: float = 0
+) -> LatencyHistogram:
+    """Histogram of a Prometheus native histogram as ``/api/v1/query`` returns it.
+
+    ``buckets``: ``[boundary_rule, lower, upper, count]`` rows (strings or numbers), as in the
+    JSON; ``total``: its ``sum``. An exponential schema's buckets are exactly this histogram's
+    buckets at scale = schema: each row maps to its index, nothing is interpolated. The zero
+    bucket (lower <= 0) and negative buckets go to ``zero_count``. Counts from ``increase()``
+    are extrapolated (fractional): they are rounded, and the count is what the buckets hold.
+    Raises ``StatsError`` on rows that are not the buckets of one exponential schema (e.g.
+    custom-bucket native histograms).
+    """
+    positive: list[tuple[float, float, int]] = []
+    zero = 0
+    for row in buckets:
+        try:
+            _, lower, upper, n = row
+            lo, hi, n = float(lower), float(upper), max(round(float(n)), 0)
+        except (TypeError, ValueError, OverflowError):
+            raise StatsError(f"native histogram: bucket {row!r} is not [rule, lower, upper, count]") from None
+        if lo > 0 and math.isfinite(hi):
+            positive.append((lo, hi, n))
+        else:
+            zero += n
+    scale = _native_schema(positive)
+    hist = LatencyHistogram(scale)
+    if positive:
+        indices = [_native_index(hi, scale) for _, hi, _ in positive]
+        low = min(indices)
+        counts = np.zeros(max(indices) - low + 1, dtype=np.int64)
+        for index, (_, _, n) in zip(indices, positive, strict=True):
+            counts[index - low] += n
+        hist._add_counts(low, counts)
+        hist._compact()
+    hist.zero_count = zero
+    hist.count = int(hist.counts.sum()) + zero
+    hist.errors = min(max(round(errors), 0), hist.count)
+    if hist.count:
+        hist.sum = max(float(total), 0.0)
+        hist.min, hist.max = _min_max(hist, None, None)
+    return hist
+
+
+def _native_schema(positive: Sequence[tuple[float, float, float]]) -> int:
+    """The schema whose buckets these are: upper / lower = 2^(2^-schema) for every bucket."""
+    if not positive:
+        return DEFAULT_SCALE
+    lo, hi, _ = positive[0]
+    width = math.log2(hi / lo)
+    schema = round(-math.log2(width)) if width > 0 else None
+    if schema not in NATIVE_SCHEMAS or any(
+        not math.isclose(math.log2(h / b), 2.0**-schema, rel_tol=1e-6) for b, h, _ in positive
+    ):
+        raise StatsError("native histogram: buckets are not those of one exponential schema")
+    return schema
+
+
+def _native_index(upper: float, scale: int) -> int:
+    """Our index of the bucket ``(base^i, base^(i+1)]`` whose upper bound is ``upper``."""
+    return round(math.log2(upper) * 2.0**scale) - 1
 
 
 def scale_for_bounds(upper_bounds: Sequence[float]) -> int:
