@@ -146,3 +146,37 @@ def test_two_sharded_detectors_split_the_series_and_raise_one_detectors_alerts(p
     assert alerts0 | alerts1 == whole_alerts and not alerts0 & alerts1
     fired = {dict(labels)["action"] for labels in whole_alerts}
     assert fired == {k.action for k in slowed}  # the slowed series alert, and only they
+
+
+def test_agent_replicas_from_the_command_line_split_the_series(prometheus3, tmp_path) -> None:
+    """`nethical-otel agent --once --shard i/2`, as two replicas would run: each prints only
+    its own series, together all of them, once."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(3)
+    keys = [SeriesKey("svc", f"action{i}", "prod") for i in range(12)]
+    series = {(k, ""): tuple(LatencyHistogram.from_samples(_lognormal(rng, 300, 0.01)) for _ in range(2))
+              for k in keys}
+    _two_pushes(prometheus3.url, series)
+    wait_until(lambda: len(query(prometheus3.url, "nethical_action_duration_seconds")) == len(keys), 20,
+               "every series in Prometheus")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NETHICAL_OTEL_"))}
+    env.update(NETHICAL_OTEL_PROMETHEUS_URL=prometheus3.url, NETHICAL_OTEL_DETECTOR_WINDOW_S="60",
+               NETHICAL_OTEL_AGENT_PORT="0")
+    printed = []
+    for index in (0, 1):
+        result = subprocess.run(
+            [sys.executable, "-m", "nethical_otel.cli", "agent", "--once", "--shard", f"{index}/2"],
+            capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        printed.append({line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("svc/")})
+    assert printed[0] and printed[1] and not printed[0] & printed[1]
+    assert printed[0] | printed[1] == {str(k) for k in keys}
+    bad = subprocess.run(
+        [sys.executable, "-m", "nethical_otel.cli", "agent", "--once", "--shard", "2/2"],
+        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+    )
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "2/2" in bad.stderr
