@@ -345,7 +345,8 @@ def start_alertmanager(
 # -- Deploy files ----------------------------------------------------------------------------
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PROMETHEUS_DEPLOY_CONFIG = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
+PROMETHEUS_DEPLOY_CONFIG = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"  # native (Prometheus 3)
+PROMETHEUS_DEPLOY_CONFIG_CLASSIC = PROMETHEUS_DEPLOY_CONFIG.with_name("prometheus-classic.yml")  # 2.x
 
 
 def deploy_prometheus_config(
@@ -353,17 +354,20 @@ def deploy_prometheus_config(
     *,
     interval: str = "1s",
     alertmanager_url: str | None = None,
+    path: Path | None = None,
 ) -> dict[str, Any]:
-    """``deploy/prometheus/prometheus.yml`` as shipped, pointed at servers on loopback.
+    """``deploy/prometheus/prometheus.yml`` (or ``path``, e.g. ``PROMETHEUS_DEPLOY_CONFIG_CLASSIC``)
+    as shipped, pointed at servers on loopback.
 
     Each scrape job keeps its own settings (``honor_labels``, paths) but its targets become
     ``targets[job_name]``; jobs not named in ``targets`` are dropped. Rule files become
     absolute paths, scrape and evaluation intervals become ``interval``.
     """
-    config = yaml.safe_load(PROMETHEUS_DEPLOY_CONFIG.read_text(encoding="utf-8"))
+    path = path or PROMETHEUS_DEPLOY_CONFIG
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
     unknown = set(targets) - {job["job_name"] for job in config["scrape_configs"]}
     if unknown:
-        raise ValueError(f"{PROMETHEUS_DEPLOY_CONFIG} has no scrape job {sorted(unknown)}")
+        raise ValueError(f"{path} has no scrape job {sorted(unknown)}")
     config["global"].update(scrape_interval=interval, scrape_timeout=interval, evaluation_interval=interval)
     jobs = []
     for job in config["scrape_configs"]:
@@ -374,7 +378,7 @@ def deploy_prometheus_config(
         job["static_configs"] = [{"targets": list(targets[job["job_name"]])}]
         jobs.append(job)
     config["scrape_configs"] = jobs
-    base = PROMETHEUS_DEPLOY_CONFIG.parent
+    base = path.parent
     config["rule_files"] = [str(base / pattern) for pattern in config.get("rule_files", [])]
     if alertmanager_url:
         config["alerting"] = {"alertmanagers": [
@@ -387,7 +391,9 @@ def deploy_prometheus_config(
 # -- OpenTelemetry Collector -----------------------------------------------------------------
 
 COLLECTOR_DIR = REPO_ROOT / "collector"
-COLLECTOR_CONFIG = COLLECTOR_DIR / "config.yaml"
+COLLECTOR_CONFIG = COLLECTOR_DIR / "config.yaml"  # native histograms: OTLP to Prometheus 3
+COLLECTOR_CONFIG_CLASSIC = COLLECTOR_DIR / "config-classic.yaml"  # `le` buckets on :8889 for 2.x
+COLLECTOR_CONFIGS = (COLLECTOR_CONFIG, COLLECTOR_CONFIG_CLASSIC)
 COLLECTOR_MANIFEST = COLLECTOR_DIR / "builder-config.yaml"
 COLLECTOR_BINARY_ENV = "OTELCOL_BINARY"  # use this collector binary instead of the cached build
 
@@ -423,9 +429,15 @@ class RunningCollector:
     config_path: Path
     otlp_grpc_endpoint: str  # http://127.0.0.1:PORT, for setup(otlp_endpoint=..., otlp_protocol="grpc")
     otlp_http_endpoint: str  # http://127.0.0.1:PORT, for otlp_protocol="http/protobuf"
-    metrics_url: str  # the `prometheus` exporter: http://127.0.0.1:PORT/metrics
+    metrics_url: str  # the `prometheus` exporter (config-classic.yaml): http://127.0.0.1:PORT/metrics
     telemetry_url: str  # the collector's own metrics: http://127.0.0.1:PORT/metrics
     health_url: str
+    prometheus_otlp_endpoint: str | None  # where `otlp_http` (config.yaml) sends, when given
+
+    @property
+    def telemetry_target(self) -> str:
+        """``host:port`` of the collector's own metrics, for a Prometheus scrape job."""
+        return urlsplit(self.telemetry_url).netloc
 
     def otlp_endpoint(self, protocol: str) -> str:
         return self.otlp_grpc_endpoint if protocol == "grpc" else self.otlp_http_endpoint
@@ -446,15 +458,21 @@ def start_collector(
     tmp_path: Path,
     config: Path | str | dict[str, Any] = COLLECTOR_CONFIG,
     *,
+    prometheus_url: str | None = None,
     env: dict[str, str] | None = None,
     ready_timeout_s: float = 30.0,
 ) -> Iterator[RunningCollector]:
     """The built collector on 127.0.0.1 free ports, running ``config``; stopped on exit.
 
-    ``config`` is a file (default: the shipped ``collector/config.yaml``), or YAML text or a
-    mapping written to the temp dir. Every listener is set through the ``OTELCOL_*`` variables
-    that ``collector/config.yaml`` reads, so a custom config must read them too. Span metrics
-    flush every second here (production: 15 s); ``env`` overrides any variable.
+    ``config`` is a file (default: the shipped ``collector/config.yaml``, native histograms
+    pushed over OTLP; ``COLLECTOR_CONFIG_CLASSIC``: the ``prometheus`` exporter on
+    ``metrics_url`` for Prometheus 2.x to scrape), or YAML text or a mapping written to the
+    temp dir. Every listener is set through the ``OTELCOL_*`` variables the shipped configs
+    read, so a custom config must read them too. ``prometheus_url`` (a Prometheus 3 started
+    with its OTLP receiver) becomes ``OTELCOL_PROMETHEUS_OTLP_ENDPOINT`` =
+    ``<url>/api/v1/otlp``, where config.yaml's ``otlp_http`` exporter sends; without it that
+    exporter keeps its production default (and only retries). Span metrics flush every second
+    here (production: 15 s); ``env`` overrides any variable.
     """
     binary = collector_binary()
     workdir = tmp_path / "otelcol"
@@ -476,6 +494,9 @@ def start_collector(
         "OTELCOL_SPANMETRICS_FLUSH_INTERVAL": "1s",
         "OTELCOL_BATCH_TIMEOUT": "200ms",
     }
+    otlp_endpoint = f"{prometheus_url.rstrip('/')}/api/v1/otlp" if prometheus_url else None
+    if otlp_endpoint:
+        settings["OTELCOL_PROMETHEUS_OTLP_ENDPOINT"] = otlp_endpoint
     full_env = {**os.environ, **settings, **(env or {})}
     health_url = f"http://{LOOPBACK}:{health}/"
     args = [binary, f"--config={config_path}"]
@@ -489,6 +510,7 @@ def start_collector(
             metrics_url=f"http://{LOOPBACK}:{exporter}/metrics",
             telemetry_url=f"http://{LOOPBACK}:{telemetry}/metrics",
             health_url=health_url,
+            prometheus_otlp_endpoint=otlp_endpoint,
         )
 
 

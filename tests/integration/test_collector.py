@@ -1,13 +1,19 @@
-"""collector/: the shipped config on the collector built from the shipped manifest.
+"""collector/: the shipped configs on the collector built from the shipped manifest.
 
-1. The manifest builds exactly the components config.yaml uses (names from the binary's own
-   `components` listing), all of one release, and the pipelines put memory_limiter first,
-   then batch.
-2. `validate` accepts config.yaml, and rejects a broken copy (so the check means something).
-3. The example service exports over OTLP (grpc and http/protobuf) to the running collector;
-   its Prometheus endpoint then serves `nethical_action_duration_seconds` with the service's
-   exact call counts per action/cohort/error, our `le` bounds, job = service.name and
-   instance = service.instance.id, plus span metrics for the same calls.
+Two configs: config.yaml (native histograms, `otlp_http` to Prometheus 3's OTLP receiver)
+and config-classic.yaml (`le` buckets on the `prometheus` exporter, for Prometheus 2.x).
+
+1. The manifest builds exactly the components the two configs use together (names from the
+   binary's own `components` listing), all of one release; each config uses every component it
+   declares, and its pipelines put memory_limiter first, then batch.
+2. `validate` accepts both, and rejects a broken copy (so the check means something).
+3. Classic: the example service exports over OTLP (grpc and http/protobuf) to the running
+   collector; its Prometheus endpoint then serves `nethical_action_duration_seconds` with the
+   service's exact call counts per action/cohort/error, our `le` bounds, job = service.name
+   and instance = service.instance.id, plus span metrics for the same calls.
+4. Native: the same service, on exponential histograms, through config.yaml into a real
+   Prometheus 3: one native histogram series per action/cohort/error with the exact call
+   counts, job and instance as on the classic path and no other label, span metrics beside it.
 """
 
 from __future__ import annotations
@@ -28,10 +34,15 @@ import nethical_otel
 from nethical_otel.example import GovernanceError, IntegratedGovernance
 from tests.servers import (
     COLLECTOR_CONFIG,
+    COLLECTOR_CONFIG_CLASSIC,
+    COLLECTOR_CONFIGS,
     COLLECTOR_MANIFEST,
     RunningCollector,
     collector_binary,
+    query,
     start_collector,
+    start_prometheus,
+    wait_for_query,
 )
 
 pytestmark = pytest.mark.integration
@@ -41,19 +52,17 @@ CONTRIB_VERSION = "v0.165.0"
 STABLE_VERSION = "v1.71.0"  # confmap providers: the stable modules released with core v0.165.0
 
 
-def _config() -> dict:
-    return yaml.safe_load(COLLECTOR_CONFIG.read_text(encoding="utf-8"))
+def _config(path: Path = COLLECTOR_CONFIG) -> dict:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def _manifest() -> dict:
     return yaml.safe_load(COLLECTOR_MANIFEST.read_text(encoding="utf-8"))
 
 
-def test_manifest_builds_exactly_what_the_config_uses() -> None:
-    listing = subprocess.run([collector_binary(), "components"], capture_output=True, text=True,
-                             timeout=30, check=True)
-    built = yaml.safe_load(listing.stdout)
-    config = _config()
+def _components_used(path: Path) -> dict[str, set[str]]:
+    """Components by kind that the pipelines of ``path`` use; each must also be declared there."""
+    config = _config(path)
     service = config["service"]
     kinds = ("receivers", "processors", "exporters", "connectors")
     used: dict[str, set[str]] = {kind: set() for kind in kinds}
@@ -67,8 +76,19 @@ def test_manifest_builds_exactly_what_the_config_uses() -> None:
     used["exporters"] -= connectors
     used["extensions"] = set(service.get("extensions", []))
     for kind, names in used.items():
-        assert set(config.get(kind, {})) == names, f"{kind} declared but unused in config.yaml"
-        assert {c["name"] for c in built[kind]} == names, f"{kind}: built {built[kind]}, config uses {names}"
+        assert set(config.get(kind, {})) == names, f"{kind} declared but unused in {path.name}"
+    return used
+
+
+def test_manifest_builds_exactly_what_the_configs_use() -> None:
+    listing = subprocess.run([collector_binary(), "components"], capture_output=True, text=True,
+                             timeout=30, check=True)
+    built = yaml.safe_load(listing.stdout)
+    native, classic = (_components_used(path) for path in (COLLECTOR_CONFIG, COLLECTOR_CONFIG_CLASSIC))
+    assert native["exporters"] == {"otlp_http"} and classic["exporters"] == {"prometheus"}
+    for kind in native:
+        names = native[kind] | classic[kind]
+        assert {c["name"] for c in built[kind]} == names, f"{kind}: built {built[kind]}, configs use {names}"
     # ${env:...} everywhere, and --config=<path> goes through the file provider.
     assert {p["scheme"] for p in built["providers"]} == {"env", "file"}
 
@@ -87,18 +107,27 @@ def test_manifest_builds_exactly_what_the_config_uses() -> None:
     assert builder_pin and builder_pin.group(1) == CORE_VERSION
 
 
-def test_pipelines_put_memory_limiter_first_then_batch() -> None:
-    for name, pipeline in _config()["service"]["pipelines"].items():
+@pytest.mark.parametrize("path", COLLECTOR_CONFIGS, ids=lambda p: p.name)
+def test_pipelines_put_memory_limiter_first_then_batch(path: Path) -> None:
+    for name, pipeline in _config(path)["service"]["pipelines"].items():
         assert pipeline["processors"][:2] == ["memory_limiter", "batch"], name
 
 
-def test_validate_accepts_the_config_and_rejects_a_broken_one(tmp_path: Path) -> None:
+def test_native_config_sends_to_prometheus_otlp_receiver() -> None:
+    exporter = _config()["exporters"]["otlp_http"]
+    # `endpoint` is a base URL (the exporter appends /v1/metrics): Prometheus' /api/v1/otlp.
+    assert exporter["endpoint"] == "${env:OTELCOL_PROMETHEUS_OTLP_ENDPOINT:-http://prometheus:9090/api/v1/otlp}"
+    assert "metrics_endpoint" not in exporter
+
+
+@pytest.mark.parametrize("path", COLLECTOR_CONFIGS, ids=lambda p: p.name)
+def test_validate_accepts_the_config_and_rejects_a_broken_one(tmp_path: Path, path: Path) -> None:
     binary = collector_binary()
-    done = subprocess.run([binary, "validate", f"--config={COLLECTOR_CONFIG}"], capture_output=True,
+    done = subprocess.run([binary, "validate", f"--config={path}"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
-    broken = _config()
+    broken = _config(path)
     broken["service"]["pipelines"]["metrics"]["exporters"].append("prometheusremotewrite")
     broken_path = tmp_path / "broken.yaml"
     broken_path.write_text(yaml.safe_dump(broken), encoding="utf-8")
@@ -124,28 +153,34 @@ def _wait_for_samples(collector: RunningCollector, name: str, job: str, accept, 
     raise AssertionError(f"{name}{{job={job!r}}} never satisfied the test; last: {samples}")
 
 
+def _governance_calls(tel, n: int = 120) -> Counter[tuple[str, str, str]]:
+    """The example service's calls, counted by (action, cohort, error type)."""
+    gov = IntegratedGovernance(seed=7, error_rate=0.1, latency_scale=0.2)
+    calls: Counter[tuple[str, str, str]] = Counter()
+    for i in range(n):
+        action = ("query", "tool_call")[i % 2]
+        cohort = ("control", "canary")[i % 3 == 0]
+        try:
+            gov.process_action("agent-1", "summarize the ticket", cohort=cohort, action_type=action)
+            calls[(action, cohort, "")] += 1
+        except GovernanceError:
+            calls[(action, cohort, "GovernanceError")] += 1
+    assert tel.force_flush() is True
+    return calls
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_example_service_exports_through_the_collector(
+def test_example_service_exports_classic_buckets_through_the_collector(
     tmp_path: Path, clean_env: None, protocol: str
 ) -> None:
     service_name = f"collector-{protocol.replace('/', '-')}"
-    with start_collector(tmp_path) as collector:
+    with start_collector(tmp_path, COLLECTOR_CONFIG_CLASSIC) as collector:
         tel = nethical_otel.setup(
             service_name=service_name, otlp_endpoint=collector.otlp_endpoint(protocol),
             otlp_protocol=protocol, metric_export_interval_ms=1000, traces_sampler="always_on",
             prometheus_enabled=False, set_global=False)
         try:
-            gov = IntegratedGovernance(seed=7, error_rate=0.1, latency_scale=0.2)
-            calls: Counter[tuple[str, str, str]] = Counter()
-            for i in range(120):
-                action = ("query", "tool_call")[i % 2]
-                cohort = ("control", "canary")[i % 3 == 0]
-                try:
-                    gov.process_action("agent-1", "summarize the ticket", cohort=cohort, action_type=action)
-                    calls[(action, cohort, "")] += 1
-                except GovernanceError:
-                    calls[(action, cohort, "GovernanceError")] += 1
-            assert tel.force_flush() is True
+            calls = _governance_calls(tel)
             instance_id = tel.tracer_provider.resource.attributes["service.instance.id"]
         finally:
             tel.shutdown()
@@ -196,11 +231,63 @@ def test_example_service_exports_through_the_collector(
         assert sum(s.value for s in durations) == sum(calls.values())
 
 
-def test_collector_reads_its_endpoints_from_the_environment(tmp_path: Path) -> None:
+def test_example_service_exports_native_histograms_to_prometheus3(tmp_path: Path, clean_env: None) -> None:
+    service_name = "collector-native"
+    with start_prometheus(tmp_path, [], version=3) as prometheus, \
+            start_collector(tmp_path, prometheus_url=prometheus.url) as collector:
+        tel = nethical_otel.setup(
+            service_name=service_name, otlp_endpoint=collector.otlp_grpc_endpoint, otlp_protocol="grpc",
+            metric_export_interval_ms=1000, traces_sampler="always_on", prometheus_enabled=False,
+            set_global=False, histogram_aggregation="base2_exponential_bucket_histogram")
+        try:
+            calls = _governance_calls(tel)
+            instance_id = tel.tracer_provider.resource.attributes["service.instance.id"]
+        finally:
+            tel.shutdown()
+        assert any(error for _, _, error in calls), "the run should include failed calls"
+
+        def counted(result: list) -> bool:
+            got = Counter({(s["metric"]["nethical_action"], s["metric"].get("nethical_cohort", ""),
+                            s["metric"].get("error_type", "")): int(float(s["value"][1])) for s in result})
+            return got == calls
+
+        counts = wait_for_query(prometheus.url,
+                                f'histogram_count(nethical_action_duration_seconds{{job="{service_name}"}})',
+                                accept=counted)
+        assert {s["metric"]["instance"] for s in counts} == {instance_id}
+        stored = query(prometheus.url, f'nethical_action_duration_seconds{{job="{service_name}"}}')
+        assert all("histogram" in s for s in stored), "not native histograms"
+        # Only these labels, as on the classic path: no resource attribute besides job/instance,
+        # no scope labels.
+        assert {frozenset(s["metric"]) - {"error_type"} for s in stored} == {
+            frozenset({"__name__", "job", "instance", "nethical_action", "nethical_cohort"})}
+        assert not query(prometheus.url, f'{{__name__=~"nethical_action_duration_seconds_.+", '
+                                         f'job="{service_name}"}}'), "classic series beside the native ones"
+        assert query(prometheus.url, f'nethical_action_active{{job="{service_name}"}}'), "no in-flight gauge"
+        [target] = query(prometheus.url, f'target_info{{job="{service_name}"}}')
+        assert target["metric"]["telemetry_sdk_language"] == "python"
+
+        def span_calls_counted(result: list) -> bool:
+            got: Counter[tuple[str, str, str]] = Counter()
+            for s in result:
+                error = "GovernanceError" if s["metric"]["status_code"] == "STATUS_CODE_ERROR" else ""
+                got[(s["metric"]["nethical_action"], s["metric"]["nethical_cohort"], error)] += \
+                    int(float(s["value"][1]))
+            return got == calls
+
+        spans = wait_for_query(prometheus.url, f'traces_span_metrics_calls_total{{job="{service_name}"}}',
+                               accept=span_calls_counted)
+        assert {s["metric"]["span_name"] for s in spans} == {"process_action"}
+
+
+@pytest.mark.parametrize("path", COLLECTOR_CONFIGS, ids=lambda p: p.name)
+def test_collector_reads_its_endpoints_from_the_environment(tmp_path: Path, path: Path) -> None:
     """start_collector moved every listener to a free loopback port through OTELCOL_* alone."""
-    with start_collector(tmp_path) as collector:
+    with start_collector(tmp_path, path) as collector:
         log = collector.process.log_path.read_text(encoding="utf-8")
-        for port_url in (collector.otlp_grpc_endpoint, collector.otlp_http_endpoint, collector.metrics_url):
+        for port_url in (collector.otlp_grpc_endpoint, collector.otlp_http_endpoint, collector.telemetry_url):
             assert port_url.startswith("http://127.0.0.1:")
         assert "0.0.0.0" not in log, "a listener kept its production default"
         assert "otelcol_process_uptime" in httpx.get(collector.telemetry_url, timeout=5).text
+        if path == COLLECTOR_CONFIG_CLASSIC:
+            assert httpx.get(collector.metrics_url, timeout=5).status_code == 200
