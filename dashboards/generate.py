@@ -18,6 +18,14 @@ Queries read two sources, each with its own label names:
   ``quantile`` (the recording rules in deploy/prometheus/rules speak the agent's names too).
 Every metric, label and alert name comes from ``nethical_otel.names``.
 
+One dashboard for both kinds of latency histogram: every query of the service's histogram reads
+the native histogram where Prometheus has one (3.x fed over OTLP, collector/config.yaml) and
+the classic ``le`` buckets otherwise (2.x, collector/config-classic.yaml): ``native or
+classic``, the same rule as deploy/prometheus/rules (the absent side is empty and cheap). The
+``or`` is between finished results (quantiles, rates), never inside ``histogram_quantile``,
+which returns nothing for a series that has both. The heatmap has one query per kind (a
+native histogram is drawn from its own buckets, classic ones need the ``heatmap`` format).
+
 Regression alerts, the agent's (``nethical_detector_alerts``) and the Prometheus rules'
 (``ALERTS``), are drawn on every time series as an annotation, next to Grafana's own
 "Annotations & Alerts".
@@ -88,6 +96,33 @@ FIRING_ALERTS = (
 )
 
 
+def _rate(metric: str, selector: str) -> str:
+    series = f"{metric}{{{selector}}}" if selector else metric
+    return f"rate({series}[$__rate_interval])"
+
+
+def _sum(by: str, expr: str) -> str:
+    return f"sum by ({by}) ({expr})" if by else f"sum({expr})"
+
+
+def _histogram_quantile(q: str, metric: str, selector: str, by: str = "") -> str:
+    """The ``q`` quantile per ``by``: of the native histogram, else of the ``le`` buckets."""
+    classic_by = f"{by}, le" if by else "le"
+    return (f"histogram_quantile({q}, {_sum(by, _rate(metric, selector))}) or "
+            f"histogram_quantile({q}, {_sum(classic_by, _rate(f'{metric}_bucket', selector))})")
+
+
+def _calls(by: str, selector: str) -> str:
+    """Calls per second per ``by``: the native histogram's count, else the ``_count`` series."""
+    return (f"{_sum(by, f'histogram_count({_rate(DURATION, selector)})')} or "
+            f"{_sum(by, _rate(f'{DURATION}_count', selector))}")
+
+
+def _series_of(selector: str = "") -> str:
+    """A selector of the histogram's series, native (no suffix) or classic (``_count``)."""
+    return f'{{__name__=~"{DURATION}(_count)?"{", " + selector if selector else ""}}}'
+
+
 def _query(expr: str, legend: str, ref: str) -> prometheus.Dataquery:
     return prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE)
 
@@ -149,16 +184,15 @@ def latency_panel() -> timeseries.Panel:
         timeseries.Panel()
         .title("Latency p50 / p95 / p99 vs baseline: $action")
         .description("Quantiles of nethical.action.duration from the services' histograms "
-                     "(all instances merged); dashed: the detector's baseline for the same quantile.")
+                     "(all instances merged; native where Prometheus has them, else `le` buckets); "
+                     "dashed: the detector's baseline for the same quantile.")
         .repeat("action").repeat_direction("h").max_per_row(3)
         .unit("s").height(9).span(24).legend(_legend())
     )
     ref = iter("ABCDEFGH")
     for name, q in QUANTILES:
-        panel.with_target(_query(
-            f"histogram_quantile({q}, sum by ({COHORT}, le) "
-            f"(rate({DURATION}_bucket{{{SERVICE_SERIES}}}[$__rate_interval])))",
-            f"{name} {{{{{COHORT}}}}}", next(ref)))
+        panel.with_target(_query(_histogram_quantile(q, DURATION, SERVICE_SERIES, COHORT),
+                                 f"{name} {{{{{COHORT}}}}}", next(ref)))
     for name, q in QUANTILES:
         panel.with_target(_query(
             f'max by (cohort) ({names.DETECTOR_BASELINE}{{{AGENT_SERIES}, quantile="{q}"}})',
@@ -189,10 +223,13 @@ def heatmap_panel() -> heatmap.Panel:
     return (
         heatmap.Panel()
         .title("Latency distribution")
-        .description(f"Calls per second in each `le` bucket of {DURATION}.")
+        .description(f"Calls per second in each bucket of {DURATION}: the native histogram's own "
+                     "buckets (A, Prometheus 3) or the `le` buckets (B, Prometheus 2.x); the other "
+                     "query is empty.")
         .height(8).span(12)
-        .with_target(_query(f"sum by (le) (rate({DURATION}_bucket{{{SERVICE_SERIES}}}[$__rate_interval]))",
-                            "{{le}}", "A").format(PromQueryFormat.HEATMAP))
+        .with_target(_query(_sum("", _rate(DURATION, SERVICE_SERIES)), "", "A"))
+        .with_target(_query(_sum("le", _rate(f"{DURATION}_bucket", SERVICE_SERIES)), "{{le}}", "B")
+                     .format(PromQueryFormat.HEATMAP))
         .calculate(False)
         .y_axis(heatmap.YAxisConfig().unit("s"))
         .color(heatmap.HeatmapColorOptions().mode(HeatmapColorMode.SCHEME).scheme("Oranges"))
@@ -210,8 +247,7 @@ def throughput_panel() -> timeseries.Panel:
                      f"dotted: the policy's line, a drop below {_percent(floor)} of the baseline is a "
                      f"{POLICY.throughput_severity}.")
         .unit("reqps").height(8).span(8).legend(_legend())
-        .with_target(_query(f"sum by ({by}) (rate({DURATION}_count{{{SERVICE_SERIES}}}[$__rate_interval]))",
-                            SERVICE_LEGEND, "A"))
+        .with_target(_query(_calls(by, SERVICE_SERIES), SERVICE_LEGEND, "A"))
         .with_target(_query(baseline, "{{action}} {{cohort}} baseline", "B"))
         .with_target(_query(f"{baseline} * {_number(floor)}", "{{action}} {{cohort}} policy line", "C"))
         .overrides(_dashed(".* baseline") + _policy_line(".* policy line", POLICY.throughput_severity))
@@ -220,8 +256,8 @@ def throughput_panel() -> timeseries.Panel:
 
 def error_panel() -> timeseries.Panel:
     by = f"{ACTION}, {COHORT}"
-    calls = f"sum by ({by}) (rate({DURATION}_count{{{SERVICE_SERIES}}}[$__rate_interval]))"
-    failed = f'sum by ({by}) (rate({DURATION}_count{{{SERVICE_SERIES}, {ERROR_TYPE}!=""}}[$__rate_interval]))'
+    calls = f"({_calls(by, SERVICE_SERIES)})"
+    failed = "(" + _calls(by, f'{SERVICE_SERIES}, {ERROR_TYPE}!=""') + ")"
     baseline = f"max by (action, cohort) ({names.DETECTOR_BASELINE_ERRORS}{{{AGENT_SERIES}}})"
     points = POLICY.error_rate_pp
     return (
@@ -282,10 +318,8 @@ def detector_panel() -> timeseries.Panel:
         .title("Detector: evaluation time and rate")
         .description("What regression detection costs: p99 of one evaluation pass, and passes per second.")
         .unit("s").height(8).span(12).legend(_legend())
-        .with_target(_query(
-            "histogram_quantile(0.99, sum by (le) "
-            f"(rate({names.DETECTOR_EVALUATION_DURATION}_bucket[$__rate_interval])))",
-            "evaluation p99", "A"))
+        .with_target(_query(_histogram_quantile("0.99", names.DETECTOR_EVALUATION_DURATION, ""),
+                            "evaluation p99", "A"))
         .with_target(_query(f"sum(rate({names.DETECTOR_EVALUATIONS}_total[$__rate_interval]))",
                             "evaluations/s", "B"))
         .override_by_name("evaluations/s", [DynamicConfigValue(id_val="unit", value="ops")])
@@ -353,6 +387,7 @@ def _variable(name: str, label: str, query: str, *, multi: bool) -> dashboard.Qu
 
 
 SERVICE_LEGEND = f"{{{{{ACTION}}}}} {{{{{COHORT}}}}}"
+IN_SERVICE, IN_ACTION = f'{JOB}=~"$service"', f'{ACTION}=~"$action"'
 
 
 def annotations() -> list[dict]:
@@ -397,13 +432,11 @@ def build(runbook_base_url: str | None = RUNBOOK_BASE_URL) -> dict:
         .editable().tooltip(DashboardCursorSync.CROSSHAIR).refresh("30s").time("now-3h", "now")
         .timezone("browser")
         .with_variable(dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus"))
-        .with_variable(_variable("service", "Service", f"label_values({DURATION}_count, {JOB})", multi=False))
+        .with_variable(_variable("service", "Service", f"label_values({_series_of()}, {JOB})", multi=False))
         .with_variable(_variable(
-            "action", "Action", f'label_values({DURATION}_count{{{JOB}=~"$service"}}, {ACTION})',
-            multi=True))
+            "action", "Action", f"label_values({_series_of(IN_SERVICE)}, {ACTION})", multi=True))
         .with_variable(_variable(
-            "cohort", "Cohort",
-            f'label_values({DURATION}_count{{{JOB}=~"$service", {ACTION}=~"$action"}}, {COHORT})',
+            "cohort", "Cohort", f"label_values({_series_of(f'{IN_SERVICE}, {IN_ACTION}')}, {COHORT})",
             multi=True))
         .with_row(dashboard.Row("Latency"))
         .with_panel(latency_panel())

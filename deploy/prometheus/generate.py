@@ -1,6 +1,6 @@
 """Generates the Prometheus rules and their promtool unit tests from the default threshold policy.
 
-    python deploy/prometheus/generate.py           write rules/*.yml and tests/nethical-rules.test.yml
+    python deploy/prometheus/generate.py           write rules/*.yml and tests/*.test.yml
     python deploy/prometheus/generate.py --check   exit 1 if a committed file is not what this makes
     ... --runbook-base-url URL                     runbooks elsewhere ("": no runbook_url annotation)
     ... --dashboard-url URL                        a dashboard_url annotation (as the agent's setting)
@@ -10,13 +10,20 @@ the detector agent's default policy (nethical_otel/stats/policy.py): change the 
 rerun this, never edit the YAML. tests/integration/test_prometheus_generate.py fails when the
 committed files differ from this output, and runs promtool on what this makes for other policies.
 
-- ``rules/nethical-recording.yml``: rates, error ratio, one quantile per quantile rule, baselines.
+- ``rules/nethical-recording.yml``: rates, error ratio, one quantile per quantile rule, baselines;
+  of native histograms (Prometheus 3, fed over OTLP) where a series has one, else of classic
+  ``le`` buckets (2.x): one rule set for both, and for a Prometheus switched from one to the
+  other (two files, loaded by prometheus.yml's ``rules/*.yml``, would record the same series
+  twice).
 - ``rules/nethical-alerts.yml``: one latency rule per quantile rule, the error-rate and
-  throughput rules, and the pipeline alerts.
-- ``tests/nethical-rules.test.yml``: the recording rules' numbers from collector-shaped input,
-  and every policy rule on both sides of its threshold: inputs a margin above it fire with the
-  rule's severity, inputs just below it stay quiet (the expected values are computed here, with
-  Prometheus' own histogram_quantile interpolation and humanizePercentage format).
+  throughput rules, and the pipeline alerts (they read the recording rules only).
+- ``tests/nethical-rules.test.yml`` (classic input) and ``tests/nethical-rules-native.test.yml``
+  (native histograms; Prometheus 3's promtool): the recording rules' numbers from
+  collector-shaped input, and every policy rule on both sides of its threshold: inputs a margin
+  above it fire with the rule's severity, inputs just below it stay quiet (the expected values
+  are computed here, with Prometheus' own histogram_quantile interpolation, linear in ``le``
+  buckets and exponential in native ones, and its humanizePercentage format). The native file
+  also covers the switch: yesterday's ``le`` buckets as the baseline of today's histogram.
 
 Per-series overrides of the agent's policy are the agent's alone: the rules express the default.
 
@@ -45,7 +52,8 @@ from nethical_otel.stats import Policy, QuantileRule
 HERE = Path(__file__).resolve().parent
 RECORDING = Path("rules/nethical-recording.yml")
 ALERTS = Path("rules/nethical-alerts.yml")
-TESTS = Path("tests/nethical-rules.test.yml")
+TESTS = Path("tests/nethical-rules.test.yml")  # classic `le` input
+NATIVE_TESTS = Path("tests/nethical-rules-native.test.yml")  # native histogram input
 RUNBOOK_BASE_URL = names.RUNBOOK_BASE_URL  # the default of --runbook-base-url, as the agent's
 WINDOW_S = 300  # the 5 m window of the *:rate5m rules the alerts read
 FOR_MINUTES = {"latency": 10, "error_rate": 5, "throughput": 10}
@@ -178,6 +186,18 @@ def _relabel(series: str) -> list[str]:
     ]
 
 
+NATIVE_RATE = "nethical:action_duration_seconds:rate{}"  # a native histogram per series
+BUCKET_RATE = "nethical:action_duration_seconds_bucket:rate{}"  # classic: a series per `le`
+
+
+def _quantile_expr(q: str, window: str, offset: str = "") -> str:
+    """The ``q`` quantile of the native histogram where the series has one, else of its buckets."""
+    return (
+        f"histogram_quantile({q}, {NATIVE_RATE.format(window)}{offset})"
+        f" or histogram_quantile({q}, {BUCKET_RATE.format(window)}{offset})"
+    )
+
+
 def recording_rules(policy: Policy) -> str:
     rules = _quantile_rules(policy)
     labels = " | ".join(f'"{_label(r.quantile)}"' for r in rules)
@@ -187,9 +207,16 @@ def recording_rules(policy: Policy) -> str:
         "# and the baseline they are judged against. Unit tests: deploy/prometheus/tests/.",
         GENERATED,
         "#",
-        "# Input: what the collector's prometheus exporter serves for the service's",
-        f"# `{names.DURATION}` histogram, scraped with honor_labels ({JOB} = service.name):",
-        f"#   {BUCKET}{{{JOB}, instance, {ACTION}, {COHORT}, {ERROR_TYPE}, le}}",
+        f"# Input: the service's `{names.DURATION}` histogram as Prometheus holds it ({JOB} = service.name):",
+        "# - native (Prometheus 3 fed over OTLP, collector/config.yaml): one histogram series each",
+        f"#     {DURATION}{{{JOB}, instance, {ACTION}, {COHORT}, {ERROR_TYPE}}}",
+        "# - or classic `le` buckets (the collector's prometheus exporter, collector/config-classic.yaml,",
+        "#   scraped with honor_labels; Prometheus 2.x):",
+        f"#     {BUCKET}{{{JOB}, instance, {ACTION}, {COHORT}, {ERROR_TYPE}, le}}",
+        "# One file for both: every rule reads a series' native histogram where it has one and its",
+        "# `le` buckets otherwise (`native or classic`; the other side is empty and costs nothing), so",
+        "# the same rules run on 2.x and 3.x, and a Prometheus switched from classic to native keeps",
+        "# its `offset 1d` baseline across the switch (yesterday's buckets against today's histogram).",
         f"# Output labels are the detector agent's: service, action, cohort (+ quantile {labels}),",
         "# so rules, agent gauges, dashboards and Alertmanager routing all speak one language.",
         "#",
@@ -200,10 +227,19 @@ def recording_rules(policy: Policy) -> str:
         "groups:",
         "  - name: nethical-rates",
         "    rules:",
+        "      # Native: the histogram of each series (Prometheus 3), summed over instances.",
     ]
     for window in ("5m", "1h"):
         out += [
-            f"      - record: nethical:action_duration_seconds_bucket:rate{window}",
+            f"      - record: {NATIVE_RATE.format(window)}",
+            "        expr: |",
+            "          sum by (service, action, cohort) (",
+            *_relabel(f"rate({DURATION}[{window}])"),
+        ]
+    out.append("      # Classic: one series per `le` bucket (Prometheus 2.x).")
+    for window in ("5m", "1h"):
+        out += [
+            f"      - record: {BUCKET_RATE.format(window)}",
             "        expr: |",
             "          sum by (service, action, cohort, le) (",
             *_relabel(f"rate({BUCKET}[{window}])"),
@@ -213,6 +249,8 @@ def recording_rules(policy: Policy) -> str:
         out += [
             f"      - record: nethical:action_requests:rate{window}",
             "        expr: |",
+            f"          histogram_count({NATIVE_RATE.format(window)})",
+            "          or",
             "          sum by (service, action, cohort) (",
             *_relabel(f"rate({COUNT}[{window}])"),
         ]
@@ -224,6 +262,9 @@ def recording_rules(policy: Policy) -> str:
             f"      - record: nethical:action_errors:rate{window}",
             "        expr: |",
             "          sum by (service, action, cohort) (",
+            *_relabel(f'histogram_count(rate({DURATION}{{{ERROR_TYPE}!=""}}[{window}]))'),
+            "          or",
+            "          sum by (service, action, cohort) (",
             *_relabel(f'rate({COUNT}{{{ERROR_TYPE}!=""}}[{window}])'),
             "          or",
             f"          0 * nethical:action_requests:rate{window}",
@@ -233,7 +274,7 @@ def recording_rules(policy: Policy) -> str:
         q = _label(rule.quantile)
         out += [
             "      - record: nethical:action_duration_seconds:quantile5m",
-            f"        expr: histogram_quantile({q}, nethical:action_duration_seconds_bucket:rate5m)",
+            f"        expr: {_quantile_expr(q, '5m')}",
             "        labels:",
             f'          quantile: "{q}"',
         ]
@@ -251,11 +292,8 @@ def recording_rules(policy: Policy) -> str:
     ]
     for rule in rules:
         q = _label(rule.quantile)
-        out.append(
-            f"          or label_replace(histogram_quantile({q}, "
-            "nethical:action_duration_seconds_bucket:rate1h"
-            f' offset 1d), "quantile", "{q}", "", "")'
-        )
+        fallback = _quantile_expr(q, "1h", " offset 1d")
+        out.append(f'          or label_replace({fallback}, "quantile", "{q}", "", "")')
     out += [
         "      - record: nethical:action_requests:baseline",
         "        expr: |",
@@ -515,11 +553,40 @@ def _pipeline_alerts(links: Links) -> list[str]:
 
 SERVICE_LABELS = f'{JOB}="svc",instance="i1"'
 AGENT_LABELS = f'{JOB}="{DETECTOR_JOB}",instance="agent:9465",service="svc"'
-# Section 2's distribution, per minute, cumulative: le 0.1, 0.2, 0.4, +Inf (30 calls/s).
-CALLS = ((0.1, 720), (0.2, 1440), (0.4, 1800), (math.inf, 1800))
-# Section 3: the day before and the day after (same rate, slower the second day).
-DAY0 = ((0.1, 900), (0.2, 1620), (0.4, 1800), (math.inf, 1800))
-DAY1 = ((0.1, 600), (0.2, 1500), (0.4, 1800), (math.inf, 1800))
+Buckets = Sequence[tuple[float, float]]  # cumulative (upper bound, count), ending with +Inf
+
+
+class Kind(NamedTuple):
+    """How a test file's input holds the latency histogram: classic ``le`` series (Prometheus
+    2.x, and 3.x scraping the classic collector) or native histograms (3.x fed over OTLP).
+    The distributions are per minute, cumulative."""
+
+    name: str
+    calls: Buckets  # section 1 (failed calls included) and 2: 30 calls/s
+    day0: Buckets  # section 3: the day before ...
+    day1: Buckets  # ... and the day after (same rate, slower)
+    path: Path
+    promtool: str  # which promtool runs the file
+
+
+# Classic: le 0.1, 0.2, 0.4, +Inf.
+CLASSIC = Kind(
+    "classic",
+    ((0.1, 720), (0.2, 1440), (0.4, 1800), (math.inf, 1800)),
+    ((0.1, 900), (0.2, 1620), (0.4, 1800), (math.inf, 1800)),
+    ((0.1, 600), (0.2, 1500), (0.4, 1800), (math.inf, 1800)),
+    TESTS,
+    "Debian's promtool 2.42 and Prometheus 3's",
+)
+# Native: the same shapes at schema 0 (Prometheus' bucket i is (2^(i-1), 2^i]): 0.125, 0.25, 0.5.
+NATIVE = Kind(
+    "native",
+    ((0.125, 720), (0.25, 1440), (0.5, 1800), (math.inf, 1800)),
+    ((0.125, 900), (0.25, 1620), (0.5, 1800), (math.inf, 1800)),
+    ((0.125, 600), (0.25, 1500), (0.5, 1800), (math.inf, 1800)),
+    NATIVE_TESTS,
+    "Prometheus 3's promtool, `make prometheus3` (2.42 cannot read native histograms in input_series)",
+)
 
 
 def _le(upper: float) -> str:
@@ -530,16 +597,92 @@ def _series(name: str, labels: str, values: str) -> list[str]:
     return [f"      - series: '{name}{{{labels}}}'", f"        values: '{values}'"]
 
 
-def _duration_series(action: str, buckets, per_minute: dict[str, int], minutes: int) -> list[str]:
-    """Bucket series (all calls) and count series (ok, and failed ones with error_type)."""
-    base = _service_series(action)
+def _native_buckets(buckets: Buckets) -> tuple[int, list[int]]:
+    """``(offset, counts)`` of cumulative buckets on schema-0 bounds (nothing above the last)."""
+    finite = [(upper, count) for upper, count in buckets if math.isfinite(upper)]
+    offset = round(math.log2(finite[0][0]))
+    counts, below = [], 0
+    for i, (upper, count) in enumerate(finite):
+        if upper != 2.0 ** (offset + i):
+            raise ValueError(f"not consecutive schema-0 bounds: {buckets}")
+        counts.append(round(count - below))
+        below = count
+    if buckets[-1][1] != below:
+        raise ValueError(f"calls above the last bound: {buckets}")
+    return offset, counts
+
+
+def _native_quantile(q: float, buckets: Buckets) -> float:
+    """PromQL's ``histogram_quantile`` of a native histogram (exponential schema, positive
+    buckets), as Prometheus 3 computes it (promql/quantile.go): the bucket is found from below
+    for q < 0.5 and from above otherwise, and interpolated exponentially inside."""
+    offset, counts = _native_buckets(buckets)
+    rows = [(2.0 ** (offset + i - 1), 2.0 ** (offset + i), float(n)) for i, n in enumerate(counts)]
+    total = sum(n for _, _, n in rows)
+    forward = q < 0.5
+    rank = q * total if forward else (1 - q) * total
+    count, (lower, upper, n) = 0.0, rows[0]
+    for row in rows if forward else reversed(rows):
+        if row[2] == 0:
+            continue
+        lower, upper, n = row
+        count += n
+        if count >= rank:
+            break
+    rank = rank - (count - n) if forward else count - rank
+    fraction = rank / n
+    return 2.0 ** (math.log2(lower) + (math.log2(upper) - math.log2(lower)) * fraction)
+
+
+def _quantile(kind: Kind, q: float, buckets: Buckets) -> float:
+    return _native_quantile(q, buckets) if kind is NATIVE else _histogram_quantile(q, buckets)
+
+
+def _native(buckets: Buckets) -> str:
+    """A native histogram in promtool's notation (schema 0; the sum puts each call at 3/4 of
+    its bucket's upper bound: only histogram_sum would read it)."""
+    offset, counts = _native_buckets(buckets)
+    total = sum(counts)
+    sum_ = sum(n * 0.75 * 2.0 ** (offset + i) for i, n in enumerate(counts))
+    shown = " ".join(str(n) for n in counts)
+    return f"{{{{schema:0 sum:{_value(sum_)} count:{total} offset:{offset} buckets:[{shown}]}}}}"
+
+
+NATIVE_EMPTY = "{{schema:0 sum:0 count:0}}"
+
+
+def _split(buckets: Buckets, failed: int) -> tuple[Buckets, Buckets]:
+    """(ok, failed) cumulative buckets: the ``failed`` calls are the fastest ones."""
+    bad = [(upper, min(count, failed)) for upper, count in buckets]
+    return [(u, c - f) for (u, c), (_, f) in zip(buckets, bad, strict=True)], bad
+
+
+def _duration_series(kind: Kind, action: str, buckets: Buckets, per_minute: dict[str, int], minutes: int,
+                     labels: str = SERVICE_LABELS) -> list[str]:
+    """Classic: bucket series (all calls) and count series (ok, and failed ones with
+    error_type). Native: a histogram of the ok calls and one of the failed ones (the fastest)."""
+    base = _service_series(action, labels)
     out = []
+    if kind is NATIVE:
+        failed = sum(count for error_type, count in per_minute.items() if error_type)
+        ok, bad = _split(buckets, failed)
+        out += _series(DURATION, base, f"{NATIVE_EMPTY}+{_native(ok)}x{minutes}")
+        for error_type, count in per_minute.items():
+            if error_type and count:
+                labels = f'{base},{ERROR_TYPE}="{error_type}"'
+                out += _series(DURATION, labels, f"{NATIVE_EMPTY}+{_native(bad)}x{minutes}")
+        return out
     for upper, count in buckets:
         out += _series(BUCKET, f'{base},le="{_le(upper)}"', f"0+{count}x{minutes}")
     for error_type, count in per_minute.items():
         labels = base + (f',{ERROR_TYPE}="{error_type}"' if error_type else "")
         out += _series(COUNT, labels, f"0+{count}x{minutes}")
     return out
+
+
+def _describe(buckets: Buckets) -> str:
+    """``le 0.1: 720, 0.2: 1440, 0.4: 1800`` (cumulative, as both kinds' comments say it)."""
+    return "le " + ", ".join(f"{_le(upper)}: {count}" for upper, count in buckets if math.isfinite(upper))
 
 
 def _service_series(action: str, labels: str = SERVICE_LABELS) -> str:
@@ -647,18 +790,25 @@ def _below(threshold: float) -> float:
     return _four_digits(1 + 0.8 * threshold) if threshold > 0 else 0.98
 
 
-def rule_tests(policy: Policy, links: Links | None = None) -> str:
+def rule_tests(policy: Policy, links: Links | None = None, kind: Kind = CLASSIC) -> str:
     rules = _quantile_rules(policy)
     links = links or Links()
     scale = max(1, math.ceil(policy.min_samples / 3000))  # enough calls for the sample guard
+    if kind is NATIVE:
+        shape = (f"native histograms (schema 0), as Prometheus 3 stores the collector's OTLP exponential "
+                 f"histograms: one series per {ERROR_TYPE}")
+    else:
+        shape = "`le` buckets, as the collector's prometheus exporter serves them"
     out = [
-        "# `promtool test rules deploy/prometheus/tests/nethical-rules.test.yml` (run by",
-        "# tests/integration/test_prometheus_rules.py).",
+        *(f"# {line}" for line in _wrap(
+            f"`promtool test rules deploy/prometheus/{kind.path}` (run by "
+            f"tests/integration/test_prometheus_rules.py with {kind.promtool}).", 92)),
         GENERATED,
-        f"# Inputs are shaped like the collector's output: {JOB} = service.name, {ACTION} /",
-        f"# {COHORT} / {ERROR_TYPE} labels, `le` buckets. Every policy rule is tested on both sides",
-        "# of its threshold: action `query` a margin above (fires, with the rule's severity), action",
-        "# `lookup` just below (quiet).",
+        *(f"# {line}" for line in _wrap(
+            f"Inputs are shaped like the collector's output: {JOB} = service.name, {ACTION} / {COHORT} / "
+            f"{ERROR_TYPE} labels, {shape}. Every policy rule is tested on both sides of its threshold: "
+            "action `query` a margin above (fires, with the rule's severity), action `lookup` just below "
+            "(quiet).", 92)),
         "rule_files:",
         "  - ../rules/nethical-recording.yml",
         "  - ../rules/nethical-alerts.yml",
@@ -667,36 +817,61 @@ def rule_tests(policy: Policy, links: Links | None = None) -> str:
         "",
         "tests:",
     ]
-    out += _recording_test(rules)
-    out += _policy_test(policy, rules, scale, links)
-    out += _fallback_test(policy, rules, scale, links)
-    out += _vanished_test(policy, scale, links)
-    out += _pipeline_test(links)
+    out += _recording_test(rules, kind)
+    out += _policy_test(policy, rules, scale, links, kind)
+    out += _fallback_test(policy, rules, scale, links, kind)
+    if kind is NATIVE:
+        out += _switch_test(policy, rules, scale, links)
+    out += _vanished_test(policy, scale, links, kind)
+    if kind is CLASSIC:  # the pipeline alerts read no histogram: tested once
+        out += _pipeline_test(links)
     return "\n".join(out)
 
 
-def _recording_test(rules: tuple[QuantileRule, ...]) -> list[str]:
+SECOND_INSTANCE = (
+    "      # A second instance of the same service without failures: summed into the same series."
+)
+
+
+def _recording_test(rules: tuple[QuantileRule, ...], kind: Kind) -> list[str]:
     """1. Collector labels become service/action/cohort, and the numbers are right."""
-    ok = ((0.1, 684), (0.2, 1404), (0.4, 1764), (math.inf, 1764))
-    both = [(upper, count + 36) for upper, count in ok]  # the failed calls are all fast
+    both = kind.calls
+    ok, failed = _split(both, 36)  # the failed calls are all fast
     out = [
         "  # 1. Recording rules: collector labels become service/action/cohort, numbers are right.",
-        "  #    Per minute, across the ok and failed series: le 0.1: 720, 0.2: 1440, 0.4: 1800,",
-        "  #    +Inf: 1800 (30 calls/s, 36 failed).",
+        *_comment(f"Per minute, across the ok and failed series: {_describe(both)}, +Inf: {both[-1][1]} "
+                  "(30 calls/s, 36 failed)."),
         "  - interval: 1m",
         "    input_series:",
     ]
     base = _service_series("query")
-    for upper, count in ok:
-        out += _series(BUCKET, f'{base},le="{_le(upper)}"', f"0+{count}x20")
-    out += _series(COUNT, base, "0+1764x20")
-    out.append(f"      # Failed calls: their own series ({ERROR_TYPE}), all fast.")
-    failed = f'{base},{ERROR_TYPE}="GovernanceError"'
-    for upper, _ in ok:
-        out += _series(BUCKET, f'{failed},le="{_le(upper)}"', "0+36x20")
-    out += _series(COUNT, failed, "0+36x20")
-    out.append("      # A second instance of the same service without failures: summed into the same series.")
-    out += _series(COUNT, _service_series("tool_call", f'{JOB}="svc",instance="i2"'), "0+600x20")
+    second = f'{JOB}="svc",instance="i2"'
+    if kind is NATIVE:
+        def grows(buckets: Buckets) -> str:
+            return f"{NATIVE_EMPTY}+{_native(buckets)}x20"
+
+        ten = [(upper, min(count, 600)) for upper, count in both]  # 10 calls/s
+        out += _series(DURATION, base, grows(ok))
+        out.append(f"      # Failed calls: their own series ({ERROR_TYPE}), all fast.")
+        out += _series(DURATION, f'{base},{ERROR_TYPE}="GovernanceError"', grows(failed))
+        out.append(SECOND_INSTANCE)
+        out += _series(DURATION, _service_series("tool_call", second), grows(ten))
+        out.append(
+            "      # Native and classic for one series (both collectors at once): the native one counts."
+        )
+        out += _series(DURATION, _service_series("lookup"), grows(ten))
+        out += _series(COUNT, _service_series("lookup", second), "0+1200x20")
+    else:
+        for upper, count in ok:
+            out += _series(BUCKET, f'{base},le="{_le(upper)}"', f"0+{count}x20")
+        out += _series(COUNT, base, f"0+{ok[-1][1]}x20")
+        out.append(f"      # Failed calls: their own series ({ERROR_TYPE}), all fast.")
+        labels = f'{base},{ERROR_TYPE}="GovernanceError"'
+        for upper, count in failed:
+            out += _series(BUCKET, f'{labels},le="{_le(upper)}"', f"0+{count}x20")
+        out += _series(COUNT, labels, f"0+{failed[-1][1]}x20")
+        out.append(SECOND_INSTANCE)
+        out += _series(COUNT, _service_series("tool_call", second), "0+600x20")
     out += [
         "    promql_expr_test:",
         "      - expr: round(nethical:action_requests:rate5m, 0.000001)",
@@ -704,19 +879,23 @@ def _recording_test(rules: tuple[QuantileRule, ...]) -> list[str]:
         "        exp_samples:",
         *_sample('{service="svc",action="query",cohort="control"}', 30),
         *_sample('{service="svc",action="tool_call",cohort="control"}', 10),
-        "      - expr: nethical:action_error_ratio:rate5m",
+    ]
+    if kind is NATIVE:
+        out += _sample('{service="svc",action="lookup",cohort="control"}', 10)
+    out += [
+        '      - expr: nethical:action_error_ratio:rate5m{action=~"query|tool_call"}',
         "        eval_time: 10m",
         "        exp_samples:",
         *_sample('nethical:action_error_ratio:rate5m{service="svc",action="query",cohort="control"}', 0.02),
         "          # No failures is a ratio of 0, not a missing series.",
         *_sample('nethical:action_error_ratio:rate5m{service="svc",action="tool_call",cohort="control"}', 0),
-        "      - expr: round(nethical:action_duration_seconds:quantile5m, 0.000001)",
+        '      - expr: round(nethical:action_duration_seconds:quantile5m{action="query"}, 0.000001)',
         "        eval_time: 10m",
         "        exp_samples:",
     ]
     for rule in rules:
         labels = f'{{service="svc",action="query",cohort="control",quantile="{_label(rule.quantile)}"}}'
-        out += _sample(labels, _promql_round(_histogram_quantile(rule.quantile, both)))
+        out += _sample(labels, _promql_round(_quantile(kind, rule.quantile, both)))
     out += [
         "      # No agent and no data a day old: no baseline, so no ratio and no regression alert.",
         "      - expr: nethical:action_duration_seconds:ratio",
@@ -729,11 +908,13 @@ def _recording_test(rules: tuple[QuantileRule, ...]) -> list[str]:
     return out
 
 
-def _policy_test(policy: Policy, rules: tuple[QuantileRule, ...], scale: int, links: Links) -> list[str]:
+def _policy_test(
+    policy: Policy, rules: tuple[QuantileRule, ...], scale: int, links: Links, kind: Kind
+) -> list[str]:
     """2. Against the agent's baseline gauges: every rule above and below its threshold."""
-    calls = [(upper, count * scale) for upper, count in CALLS]
+    calls = [(upper, count * scale) for upper, count in kind.calls]
     total = calls[-1][1]
-    current = {r.quantile: _histogram_quantile(r.quantile, calls) for r in rules}
+    current = {r.quantile: _quantile(kind, r.quantile, calls) for r in rules}
     # Errors: `query` a margin above the threshold, `lookup` short of it, same current ratio.
     pp_above = policy.error_rate_pp + max(0.5, policy.error_rate_pp / 2)
     pp_below = 0.8 * policy.error_rate_pp
@@ -767,7 +948,7 @@ def _policy_test(policy: Policy, rules: tuple[QuantileRule, ...], scale: int, li
     out = [
         "  # 2. Against the agent's baseline gauges: the default policy, threshold by threshold.",
         *_comment(
-            f"Per minute: le 0.1: {calls[0][1]}, 0.2: {calls[1][1]}, 0.4: {calls[2][1]} ({rps:g} calls/s, "
+            f"Per minute: {_describe(calls)} ({rps:g} calls/s, "
             f"{failed} failed). Current / baseline, query / lookup: {described}; errors +{pp_above:g} / "
             f"+{pp_below:g} pp (line {policy.error_rate_pp:g} pp); throughput "
             f"{_humanize_percentage(drop_above)} / {_humanize_percentage(drop_below)} (line {_num(floor)})."
@@ -782,7 +963,7 @@ def _policy_test(policy: Policy, rules: tuple[QuantileRule, ...], scale: int, li
             "errors": float(_value(error_ratio - pp / 100)),
             "throughput": float(_value(rps / drop)),
         }
-        out += _duration_series(action, calls, per_minute, 30)
+        out += _duration_series(kind, action, calls, per_minute, 30)
         for q, value in baselines[action]["latency"].items():
             out += _gauge(names.DETECTOR_BASELINE, action, value, 30, q)
         out += _gauge(names.DETECTOR_BASELINE_ERRORS, action, baselines[action]["errors"], 30)
@@ -797,9 +978,12 @@ def _policy_test(policy: Policy, rules: tuple[QuantileRule, ...], scale: int, li
             f"      # Too little traffic to judge ({low * 5} calls per 5 m < {policy.min_samples}): "
             f"{low_ratio:g}x its {first.name} baseline, yet no alert."
         )
-        low_calls = ((0.1, 0), (0.4, low), (math.inf, low))
-        out += _duration_series("generate", low_calls, {"": low}, 30)
-        low_current = _histogram_quantile(first.quantile, low_calls)
+        if kind is NATIVE:
+            low_calls = ((0.125, 0), (0.25, 0), (0.5, low), (math.inf, low))
+        else:
+            low_calls = ((0.1, 0), (0.4, low), (math.inf, low))
+        out += _duration_series(kind, "generate", low_calls, {"": low}, 30)
+        low_current = _quantile(kind, first.quantile, low_calls)
         out += _gauge(names.DETECTOR_BASELINE, "generate", low_current / low_ratio, 30, first.quantile)
     out.append("    promql_expr_test:")
     for action, (ratios, _, _) in cases.items():
@@ -869,25 +1053,47 @@ def _policy_test(policy: Policy, rules: tuple[QuantileRule, ...], scale: int, li
     return out
 
 
-def _fallback_test(policy: Policy, rules: tuple[QuantileRule, ...], scale: int, links: Links) -> list[str]:
+def _day_series(kind: Kind, before: Buckets, after: Buckets, minutes: int, more: int) -> list[str]:
+    """``minutes`` of ``before`` per minute, then ``more`` of ``after``, as one counter."""
+    base = _service_series("query")
+    if kind is NATIVE:
+        grown = [(u, b * minutes + a) for (u, b), (_, a) in zip(before, after, strict=True)]
+        values = f"{NATIVE_EMPTY}+{_native(before)}x{minutes} {_native(grown)}+{_native(after)}x{more}"
+        return _series(DURATION, base, values)
+    out = []
+    for (upper, b), (_, a) in zip(before, after, strict=True):
+        out += _series(BUCKET, f'{base},le="{_le(upper)}"', f"0+{b}x{minutes} {b * minutes + a}+{a}x{more}")
+    b, a = before[-1][1], after[-1][1]
+    return out + _series(COUNT, base, f"0+{b}x{minutes} {b * minutes + a}+{a}x{more}")
+
+
+def _fallback_test(
+    policy: Policy, rules: tuple[QuantileRule, ...], scale: int, links: Links, kind: Kind
+) -> list[str]:
     """3. Without the agent: the baseline is the same hour one day earlier (offset 1d)."""
-    day0 = [(upper, count * scale) for upper, count in DAY0]
-    day1 = [(upper, count * scale) for upper, count in DAY1]
+    day0 = [(upper, count * scale) for upper, count in kind.day0]
+    day1 = [(upper, count * scale) for upper, count in kind.day1]
+    bounds = ", ".join(_le(u) for u, _ in kind.day0 if math.isfinite(u))
     out = [
         "  # 3. Without the agent: the baseline is the same hour one day earlier (offset 1d).",
-        "  #    Day 0 per minute: le 0.1: 900, 0.2: 1620, 0.4: 1800; day 1: 600, 1500, 1800 (slower,",
-        "  #    same rate, no failures). Each quantile alerts where day 1 / day 0 passes its line.",
+        *_comment(
+            f"Day 0 per minute: {_describe(kind.day0)}; day 1: "
+            f"{', '.join(str(c) for u, c in kind.day1 if math.isfinite(u))} (le {bounds}: slower, same "
+            "rate, no failures). Each quantile alerts where day 1 / day 0 passes its line."
+        ),
         "  - interval: 1m",
         "    input_series:",
+        *_day_series(kind, day0, day1, 1440, 120),
     ]
-    base = _service_series("query")
-    minutes = 1440
-    for (upper, before), (_, after) in zip(day0, day1, strict=True):
-        values = f"0+{before}x{minutes} {before * minutes + after}+{after}x120"
-        out += _series(BUCKET, f'{base},le="{_le(upper)}"', values)
-    total0, total1 = day0[-1][1], day1[-1][1]
-    out += _series(COUNT, base, f"0+{total0}x{minutes} {total0 * minutes + total1}+{total1}x120")
-    out += [
+    return out + _fallback_checks(policy, rules, links, day0, day1, kind, kind)
+
+
+def _fallback_checks(
+    policy: Policy, rules: tuple[QuantileRule, ...], links: Links, day0: Buckets, day1: Buckets,
+    kind0: Kind, kind1: Kind,
+) -> list[str]:
+    """The baseline at 26 h is day 0's (read as ``kind0``), the alerts those of day 1 (``kind1``)."""
+    out = [
         "    promql_expr_test:",
         "      - expr: round(nethical:action_duration_seconds:baseline, 0.000001)",
         "        eval_time: 26h",
@@ -896,20 +1102,19 @@ def _fallback_test(policy: Policy, rules: tuple[QuantileRule, ...], scale: int, 
     for rule in rules:
         out += _sample(
             f'{{service="svc",action="query",cohort="control",quantile="{_label(rule.quantile)}"}}',
-            _promql_round(_histogram_quantile(rule.quantile, day0)),
+            _promql_round(_quantile(kind0, rule.quantile, day0)),
         )
     out += [
         "      - expr: nethical:action_requests:baseline",
         "        eval_time: 26h",
         "        exp_samples:",
-        *_sample(
-            'nethical:action_requests:baseline{service="svc",action="query",cohort="control"}', total0 / 60
-        ),
+        *_sample('nethical:action_requests:baseline{service="svc",action="query",cohort="control"}',
+                 day0[-1][1] / 60),
     ]
     firing = []
     for rule in rules:
-        before = _histogram_quantile(rule.quantile, day0)
-        after = _histogram_quantile(rule.quantile, day1)
+        before = _quantile(kind0, rule.quantile, day0)
+        after = _quantile(kind1, rule.quantile, day1)
         if after / before > rule.ratio_limit:
             firing += _latency_alert(policy, rule, "query", before, after, links)
     out += [
@@ -923,7 +1128,26 @@ def _fallback_test(policy: Policy, rules: tuple[QuantileRule, ...], scale: int, 
     return out
 
 
-def _vanished_test(policy: Policy, scale: int, links: Links) -> list[str]:
+def _switch_test(policy: Policy, rules: tuple[QuantileRule, ...], scale: int, links: Links) -> list[str]:
+    """3b. Switched from classic to native: yesterday's `le` buckets are today's baseline."""
+    day0 = [(upper, count * scale) for upper, count in NATIVE.day0]
+    day1 = [(upper, count * scale) for upper, count in NATIVE.day1]
+    base = _service_series("query")
+    minutes = 1440
+    out = [
+        "  # 3b. Switched from classic to native histograms after day 0 (the collector's config changed):",
+        "  #     day 0's `le` buckets give the baseline of day 1's native histogram (section 3's numbers).",
+        "  - interval: 1m",
+        "    input_series:",
+    ]
+    for upper, count in day0:
+        out += _series(BUCKET, f'{base},le="{_le(upper)}"', f"0+{count}x{minutes}")
+    out += _series(COUNT, base, f"0+{day0[-1][1]}x{minutes}")
+    out += _series(DURATION, base, f"_x{minutes + 1} {_native(day1)}+{_native(day1)}x119")
+    return out + _fallback_checks(policy, rules, links, day0, day1, CLASSIC, NATIVE)
+
+
+def _vanished_test(policy: Policy, scale: int, links: Links, kind: Kind) -> list[str]:
     """4. A service that stops sending altogether: its series vanish, the drop still fires."""
     rps = 10 * scale
     labels = {
@@ -941,11 +1165,16 @@ def _vanished_test(policy: Policy, scale: int, links: Links) -> list[str]:
         rps,
         0.0,
     )
+    if kind is NATIVE:
+        per_minute = _native(((0.125, rps * 60), (math.inf, rps * 60)))
+        series = _series(DURATION, _service_series("query"), f"{NATIVE_EMPTY}+{per_minute}x10 _x40")
+    else:
+        series = _series(COUNT, _service_series("query"), f"0+{rps * 60}x10 _x40")
     return [
         "  # 4. A service that stops sending altogether: its series vanish, the drop still fires.",
         "  - interval: 1m",
         "    input_series:",
-        *_series(COUNT, _service_series("query"), f"0+{rps * 60}x10 _x40"),
+        *series,
         *_gauge(names.DETECTOR_BASELINE_RPS, "query", rps, 50),
         "    alert_rule_test:",
         *_alert_test(THROUGHPUT, "10m", []),
@@ -990,7 +1219,8 @@ def render(policy: Policy | None = None, links: Links | None = None) -> dict[Pat
     return {
         RECORDING: recording_rules(policy),
         ALERTS: alert_rules(policy, links),
-        TESTS: rule_tests(policy, links),
+        TESTS: rule_tests(policy, links, CLASSIC),
+        NATIVE_TESTS: rule_tests(policy, links, NATIVE),
     }
 
 

@@ -5,15 +5,23 @@
    action / cohort, a data source on every panel, `$__rate_interval` in every rate, a rate unit
    on every panel of rates; Grafana's own annotations and the firing regression alerts as
    annotations; the Runbooks link is the alerts' runbook base (``--runbook-base-url``).
-3. The real pipeline: the example service exports over OTLP to the built collector, the
-   shipped deploy/prometheus/prometheus.yml (targets moved to loopback, 1 s intervals, the
-   shipped rules loaded) scrapes it and the detector agent. Then:
+3. The real pipeline, both kinds of latency histogram (one dashboard reads both):
+   - classic: the example service (explicit buckets) exports over OTLP to the built collector
+     on collector/config-classic.yaml, Debian's Prometheus 2.42 on the shipped
+     deploy/prometheus/prometheus-classic.yml scrapes its `le` buckets;
+   - native: the service on exponential buckets, the collector on collector/config.yaml
+     pushing OTLP to Prometheus 3 on the shipped deploy/prometheus/prometheus.yml (native
+     histograms);
+   (targets moved to loopback, 1 s intervals, the shipped rules loaded; the collector's own
+   metrics and the detector agent scraped). Then, on each:
    - every variable query has the test's service/action/cohort among its values;
-   - every query of every panel and annotation, variables substituted, returns at least one
-     number, and the alert annotation shows the agent's firing latency alert;
+   - every query of every panel and annotation, variables substituted, returns data (a query
+     that reads one kind only, the heatmap's, on its kind, and is a valid empty query on the
+     other), and the alert annotation shows the agent's firing latency alert;
    - the recording rules turn the collector's labels into service/action/cohort series.
 
-The real detector agent (`nethical-otel agent`, short windows) reads that Prometheus, learns
+The real detector agent (`nethical-otel agent`, short windows) reads that Prometheus (the
+native or classic histograms: `auto`), learns
 its baselines, and a 2x slowdown injected into one action makes its alert fire before the
 panel queries run, so the baseline, ratio and alert panels have the agent's real numbers.
 """
@@ -36,6 +44,9 @@ import nethical_otel
 from nethical_otel import names
 from nethical_otel.example import GovernanceError, IntegratedGovernance
 from tests.servers import (
+    COLLECTOR_CONFIG,
+    COLLECTOR_CONFIG_CLASSIC,
+    PROMETHEUS_DEPLOY_CONFIG_CLASSIC,
     REPO_ROOT,
     RunningCollector,
     RunningServer,
@@ -56,6 +67,18 @@ RATE_INTERVAL = "10s"  # what Grafana's $__rate_interval is for 1 s scrapes and 
 AGENT_SETTINGS = {"detector_window_s": 10, "detector_step_s": 1, "detector_for_s": 2}
 QUIET_PANEL = "Detector: too quiet to prove a regression"
 MDE_GAUGE = "nethical_detector_min_detectable_effect_ratio"
+KINDS = ("classic", "native")
+AGGREGATION = {"classic": "explicit_bucket_histogram", "native": "base2_exponential_bucket_histogram"}
+DURATION = names.DURATION_METRIC
+_NATIVE_NAME = re.compile(rf"\b{DURATION}(?=[{{\[])")  # the histogram itself, no _bucket/_count
+_CLASSIC_NAME = re.compile(rf"\b{DURATION}_(?:bucket|count|sum)\b")
+
+
+def _reads(expr: str) -> set[str]:
+    """Which kinds of the service's histogram a query reads (both: it reads neither, or both)."""
+    found = (("native", _NATIVE_NAME), ("classic", _CLASSIC_NAME))
+    kinds = {kind for kind, name in found if name.search(expr)}
+    return kinds or set(KINDS)
 
 
 def _generator():
@@ -135,7 +158,16 @@ def test_dashboard_model_is_consistent() -> None:
             for window in re.findall(r"\(rate\([^\[]*\[([^\]]+)\]", target["expr"]):
                 assert window == "$__rate_interval", (panel["title"], target["expr"])
     [heatmap] = [p for p in _panels(model) if p["type"] == "heatmap"]
-    assert heatmap["targets"][0]["format"] == "heatmap"
+    native, classic = heatmap["targets"]  # the native histogram as it is; `le` buckets as a heatmap
+    assert _reads(native["expr"]) == {"native"} and native.get("format", "time_series") == "time_series"
+    assert _reads(classic["expr"]) == {"classic"} and classic["format"] == "heatmap"
+    # Every other query of the service's histogram reads both kinds: native, else classic.
+    for title, ref, expr in _targets():
+        if title != heatmap["title"]:
+            assert _reads(expr) == set(KINDS), (title, ref, expr)
+    for variable in model["templating"]["list"]:
+        if variable["type"] == "query":
+            assert f'{{__name__=~"{DURATION}(_count)?"' in variable["query"]["query"], variable["name"]
 
 
 def test_rates_are_drawn_in_a_rate_unit() -> None:
@@ -202,11 +234,11 @@ def test_dashboard_draws_the_default_policy() -> None:
 class ServiceLoad:
     """The example service under steady load on a thread, exporting to the collector over OTLP."""
 
-    def __init__(self, collector: RunningCollector) -> None:
+    def __init__(self, collector: RunningCollector, kind: str) -> None:
         self.telemetry = nethical_otel.setup(
             service_name=SERVICE, otlp_endpoint=collector.otlp_grpc_endpoint, otlp_protocol="grpc",
             metric_export_interval_ms=1000, traces_sampler="always_on", prometheus_enabled=False,
-            set_global=False)
+            histogram_aggregation=AGGREGATION[kind], set_global=False)
         self.gov = IntegratedGovernance(seed=3, error_rate=0.05, latency_scale=0.25)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dashboard-load", daemon=True)
@@ -231,40 +263,65 @@ class ServiceLoad:
 
 @dataclass
 class Pipeline:
+    kind: str  # "classic" (Prometheus 2.42, `le` buckets) or "native" (Prometheus 3, native histograms)
     prometheus: RunningServer
     collector: RunningCollector
+    jobs: set[str]  # the shipped scrape jobs it runs
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    tmp_path = tmp_path_factory.mktemp("pipeline")
+@contextlib.contextmanager
+def _servers(tmp_path, kind: str, agent_port: int) -> Iterator[Pipeline]:
+    """Collector and Prometheus of one kind, each on its shipped config."""
+    agent = {"nethical-detector": [f"127.0.0.1:{agent_port}"]}
+    if kind == "classic":
+        with start_collector(tmp_path, COLLECTOR_CONFIG_CLASSIC) as collector:
+            targets = {**agent, "otel-collector": [collector.metrics_target],
+                       "otelcol": [collector.telemetry_target]}
+            config = deploy_prometheus_config(targets, path=PROMETHEUS_DEPLOY_CONFIG_CLASSIC)
+            with start_prometheus_with(tmp_path, config) as prometheus:
+                yield Pipeline(kind, prometheus, collector, set(targets))
+        return
+    # Prometheus first (the collector pushes to it), so the collector's telemetry port is chosen here.
+    telemetry_port = free_port()
+    targets = {**agent, "otelcol": [f"127.0.0.1:{telemetry_port}"]}
+    config = deploy_prometheus_config(targets)  # prometheus.yml, its otlp: block included
+    with start_prometheus_with(tmp_path, config, version=3) as prometheus, \
+            start_collector(tmp_path, COLLECTOR_CONFIG, prometheus_url=prometheus.url,
+                            env={"OTELCOL_TELEMETRY_PORT": str(telemetry_port)}) as collector:
+        yield Pipeline(kind, prometheus, collector, set(targets))
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def pipeline(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    kind = request.param
+    tmp_path = tmp_path_factory.mktemp(f"pipeline-{kind}")
     agent_port = free_port()
-    with start_collector(tmp_path) as collector, ServiceLoad(collector) as load:
-        config = deploy_prometheus_config({
-            "otel-collector": [collector.metrics_target],
-            "otelcol": [collector.telemetry_url.split("/")[2]],
-            "nethical-detector": [f"127.0.0.1:{agent_port}"],
-        })
-        with start_prometheus_with(tmp_path, config) as prometheus, \
-                start_agent(tmp_path, prometheus.url, port=agent_port, settings=AGENT_SETTINGS):
-            # The agent learns its baseline from the first full window, then reports against it.
-            series = f'service="{SERVICE}", action="{ACTION}", cohort="{COHORT}"'
-            wait_for_query(prometheus.url, f"nethical_detector_baseline_seconds{{{series}}}", timeout_s=40)
-            load.gov.slowdown_by_action[ACTION] = 2.0  # the regression it has to catch
-            wait_for_query(prometheus.url, 'nethical_detector_alerts{state="firing"} > 0', timeout_s=40)
-            yield Pipeline(prometheus, collector)
+    with _servers(tmp_path, kind, agent_port) as running, ServiceLoad(running.collector, kind) as load, \
+            start_agent(tmp_path, running.prometheus.url, port=agent_port, settings=AGENT_SETTINGS):
+        prometheus = running.prometheus
+        # The agent learns its baseline from the first full window, then reports against it.
+        series = f'service="{SERVICE}", action="{ACTION}", cohort="{COHORT}"'
+        wait_for_query(prometheus.url, f"nethical_detector_baseline_seconds{{{series}}}", timeout_s=40)
+        load.gov.slowdown_by_action[ACTION] = 2.0  # the regression it has to catch
+        wait_for_query(prometheus.url, 'nethical_detector_alerts{state="firing"} > 0', timeout_s=40)
+        yield running
+
+
+def _has_data(result: list[dict[str, Any]]) -> bool:
+    """A number that is not NaN, or a native histogram (the heatmap's native query)."""
+    return any("histogram" in s or ("value" in s and s["value"][1] != "NaN") for s in result)
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_prometheus_scrapes_every_shipped_job(pipeline: Pipeline) -> None:
-    jobs = {"otel-collector", "otelcol", "nethical-detector"}
+    jobs = pipeline.jobs
     up = wait_for_query(pipeline.prometheus.url, "up == 1",
                         accept=lambda result: {s["metric"]["job"] for s in result} >= jobs)
     assert {s["metric"]["job"] for s in up} == jobs
-    # honor_labels: the service's own job/instance, not the collector's address.
-    [series] = query(pipeline.prometheus.url,
-                     f'count by (job) (nethical_action_duration_seconds_count{{job="{SERVICE}"}})')
+    # The service's own job (service.name), not the collector's: honor_labels / OTLP's job.
+    name = DURATION if pipeline.kind == "native" else f"{DURATION}_count"
+    [series] = wait_for_query(pipeline.prometheus.url, f'count by (job) ({name}{{job="{SERVICE}"}})')
     assert series["metric"]["job"] == SERVICE
 
 
@@ -288,12 +345,17 @@ def test_variables_offer_the_running_service(pipeline: Pipeline) -> None:
 @pytest.mark.parametrize(("panel", "ref", "expr"), _targets(), ids=lambda v: str(v)[:40])
 def test_every_panel_query_returns_data(pipeline: Pipeline, panel: str, ref: str, expr: str) -> None:
     promql = _substitute(expr)
+    if pipeline.kind not in _reads(expr):  # the heatmap's query of the other kind
+        assert query(pipeline.prometheus.url, promql) == [], f"{panel} / {ref}: {promql}"  # valid, empty
+        return
     if panel == QUIET_PANEL:  # lists only series too quiet to judge: may rightly be empty
         query(pipeline.prometheus.url, promql)  # but must be a valid query
         series = f'service="{SERVICE}", action="{ACTION}", cohort="{COHORT}"'
         promql = f"{MDE_GAUGE}{{{series}}}"  # over the gauge the agent exports
-    result = wait_for_query(pipeline.prometheus.url, promql, timeout_s=30)
+    result = wait_for_query(pipeline.prometheus.url, promql, timeout_s=30, accept=_has_data)
     assert result, f"{panel} / {ref}: {promql}"
+    if "histogram" in result[0]:  # native: the query Grafana draws as a heatmap from its buckets
+        assert pipeline.kind == "native" and result[0]["histogram"][1]["buckets"], result
 
 
 @pytest.mark.integration

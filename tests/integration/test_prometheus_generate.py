@@ -1,17 +1,20 @@
 """deploy/prometheus/generate.py: the rules and their promtool tests are the policy's.
 
-1. The committed rules and unit tests are exactly what the generator makes from ``Policy()``
-   (a policy change without regenerating fails here).
+1. The committed rules and unit tests (every file the generator makes) are exactly what the
+   generator makes from ``Policy()`` (a policy change without regenerating fails here).
 2. The generated files follow any policy: for policies unlike the default (other quantiles,
    severities, a zero threshold, a large minimum sample count) `promtool check rules` and
-   `promtool test rules` pass on what the generator makes.
-3. The generated tests can fail: rules made from one policy fail the tests made from another.
+   `promtool test rules` pass on what the generator makes: the classic tests on Debian's
+   promtool 2.42, the native ones on Prometheus 3's.
+3. The generated tests can fail: rules made from one policy fail the tests made from another,
+   classic and native alike.
 4. The links follow --runbook-base-url / --dashboard-url (none for ""), and promtool agrees.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 from pathlib import Path
 
@@ -19,10 +22,13 @@ import pytest
 import yaml
 
 from nethical_otel.stats import Policy
-from tests.servers import REPO_ROOT, require_binary
+from tests.servers import REPO_ROOT, prometheus3_binary, require_binary
 
 PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
 GENERATOR = PROMETHEUS_DIR / "generate.py"
+CLASSIC_TESTS, NATIVE_TESTS = "tests/nethical-rules.test.yml", "tests/nethical-rules-native.test.yml"
+# Each generated test file and the promtool that reads it (2: Debian's 2.42, 3: Prometheus 3's).
+TEST_FILES = [(CLASSIC_TESTS, 2), (NATIVE_TESTS, 3)]
 
 OTHER_POLICIES = {
     "other-quantiles": {
@@ -61,16 +67,37 @@ def _write(directory: Path, files: dict[Path, str]) -> None:
         path.write_text(text, encoding="utf-8")
 
 
-def _promtool(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([require_binary("promtool"), *args], cwd=directory, capture_output=True, text=True,
-                          timeout=120)
+def _promtool(directory: Path, *args: str, version: int = 2) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([_promtool_binary(version), *args], cwd=directory, capture_output=True, text=True,
+                          timeout=180)
+
+
+def _promtool_binary(version: int) -> str:
+    """Debian's promtool, or Prometheus 3's beside its prometheus (`make prometheus3`)."""
+    if version == 2:
+        return require_binary("promtool")
+    path = Path(prometheus3_binary()).with_name("promtool")
+    if not path.is_file():
+        reason = f"!!! Prometheus 3's promtool not built at {path}: run `make prometheus3`"
+        if os.environ.get("CI"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return str(path)
 
 
 # -- 1: committed = generated ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("relative", ["rules/nethical-recording.yml", "rules/nethical-alerts.yml",
-                                      "tests/nethical-rules.test.yml"])
+def test_every_generated_file_is_tested_here() -> None:
+    assert sorted(str(p) for p in _generator().render()) == sorted(GENERATED_FILES)
+    tests = sorted(f for f in GENERATED_FILES if f.startswith("tests/"))
+    assert sorted(path for path, _ in TEST_FILES) == tests
+
+
+GENERATED_FILES = ["rules/nethical-recording.yml", "rules/nethical-alerts.yml", CLASSIC_TESTS, NATIVE_TESTS]
+
+
+@pytest.mark.parametrize("relative", GENERATED_FILES)
 def test_committed_file_is_what_the_generator_makes(relative: str) -> None:
     generated = _generator().render()[Path(relative)]
     assert (PROMETHEUS_DIR / relative).read_text(encoding="utf-8") == generated, \
@@ -104,14 +131,17 @@ def test_alert_rules_carry_each_policy_rule() -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.slow  # about 8 s per promtool run (test 3 of the file replays two days)
+@pytest.mark.slow  # about 5 s per promtool run (section 3 of a file replays two days)
 @pytest.mark.parametrize("name", sorted(OTHER_POLICIES))
 def test_generated_rules_pass_their_generated_tests(tmp_path: Path, name: str) -> None:
     _write(tmp_path, _generator().render(Policy.from_mapping(OTHER_POLICIES[name])))
-    done = _promtool(tmp_path, "check", "rules", "rules/nethical-recording.yml", "rules/nethical-alerts.yml")
-    assert done.returncode == 0, done.stdout + done.stderr
-    done = _promtool(tmp_path, "test", "rules", "tests/nethical-rules.test.yml")
-    assert done.returncode == 0, done.stdout + done.stderr
+    for version in (2, 3):
+        rules = ("rules/nethical-recording.yml", "rules/nethical-alerts.yml")
+        done = _promtool(tmp_path, "check", "rules", *rules, version=version)
+        assert done.returncode == 0, done.stdout + done.stderr
+    for test_file, version in TEST_FILES:
+        done = _promtool(tmp_path, "test", "rules", test_file, version=version)
+        assert done.returncode == 0, (test_file, done.stdout + done.stderr)
 
 
 @pytest.mark.integration
@@ -121,12 +151,15 @@ def test_generated_rules_pass_their_generated_tests(tmp_path: Path, name: str) -
     {"quantiles": {"p95": {"threshold": 0.05}}},  # moved down: `lookup` fires
     {"quantiles": {"p99": {"severity": "critical"}}, "error_rate": {"threshold_pp": 2}},
 ], ids=["p95-up", "p95-down", "severity-and-error-rate"])
-def test_tests_of_one_policy_fail_the_rules_of_another(tmp_path: Path, change: dict) -> None:
+@pytest.mark.parametrize(("test_file", "version"), TEST_FILES, ids=["classic", "native"])
+def test_tests_of_one_policy_fail_the_rules_of_another(
+    tmp_path: Path, change: dict, test_file: str, version: int
+) -> None:
     generator = _generator()
     _write(tmp_path, generator.render(Policy()))
     other = generator.render(Policy.from_mapping(change))
     _write(tmp_path, {path: text for path, text in other.items() if path.parts[0] == "rules"})
-    done = _promtool(tmp_path, "test", "rules", "tests/nethical-rules.test.yml")
+    done = _promtool(tmp_path, "test", "rules", test_file, version=version)
     assert done.returncode != 0, done.stdout
 
 
@@ -139,5 +172,6 @@ def test_generated_links_pass_their_generated_tests(tmp_path: Path, links: tuple
     alerts = files[Path("rules/nethical-alerts.yml")]
     assert ("runbook_url:" in alerts) == bool(links[0]) and ("dashboard_url:" in alerts) == bool(links[1])
     _write(tmp_path, files)
-    done = _promtool(tmp_path, "test", "rules", "tests/nethical-rules.test.yml")
-    assert done.returncode == 0, done.stdout + done.stderr
+    for test_file, version in TEST_FILES:
+        done = _promtool(tmp_path, "test", "rules", test_file, version=version)
+        assert done.returncode == 0, (test_file, done.stdout + done.stderr)

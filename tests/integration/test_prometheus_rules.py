@@ -1,11 +1,16 @@
 """deploy/prometheus: the config and rules checked and unit-tested by the real promtool.
 
-1. `promtool check config` accepts prometheus.yml (and with it every rule file it loads).
-2. `promtool check rules` accepts each rule file, lint included (no duplicate rules).
+1. `promtool check config` accepts prometheus.yml (Prometheus 3's promtool: it has an `otlp`
+   block) and prometheus-classic.yml (Debian's 2.42), and with them every rule file they load.
+2. `promtool check rules` of both versions accepts each rule file, lint included (no
+   duplicate rules).
 3. `promtool test rules` passes deploy/prometheus/tests/*.test.yml: the recording rules'
    numbers from collector-shaped input, and the default policy (p50 +10 % warning, p95 +15 %
    warning, p99 +20 % info, errors +1 point critical, throughput < 70 % warning) against the
-   agent's baseline gauges and against the `offset 1d` fallback.
+   agent's baseline gauges and against the `offset 1d` fallback. The one rule set reads both
+   kinds of histogram: nethical-rules.test.yml feeds classic `le` buckets (run by both
+   promtools), nethical-rules-native.test.yml native histograms (Prometheus 3's promtool only:
+   2.42 cannot read them in input_series), the switch from one to the other included.
 4. The alert contract: every alert has a runbook_url to an existing docs/runbooks/<alertname>.md,
    a severity the Alertmanager routes, and the regression alerts use the agent's names and labels.
 5. The same alert from both sources: the agent's firing alerts and the rules of the same
@@ -18,6 +23,7 @@ The same rules on data from the real collector: tests/integration/test_dashboard
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 from pathlib import Path
 
@@ -31,7 +37,7 @@ from nethical_otel.detect.baseline import Baseline, BaselineSet, SeriesKey
 from nethical_otel.detect.detector import Detector, PolicyBook
 from nethical_otel.detect.sources import Window
 from nethical_otel.stats import LatencyHistogram, Policy
-from tests.servers import REPO_ROOT, require_binary
+from tests.servers import REPO_ROOT, prometheus3_binary, require_binary
 
 pytestmark = pytest.mark.integration
 
@@ -39,30 +45,54 @@ PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
 AGENT_ALERTS = {names.LATENCY_ALERT, names.ERROR_RATE_ALERT, names.THROUGHPUT_ALERT}
+VERSIONS = (2, 3)
 
 
-def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    promtool = require_binary("promtool")
-    return subprocess.run([promtool, *args], capture_output=True, text=True, timeout=120, cwd=PROMETHEUS_DIR)
+def promtool_binary(version: int) -> str:
+    """Debian's promtool (2.42, on PATH) or Prometheus 3's, built by `make prometheus3` beside
+    its prometheus; skipped loudly without it (failed under CI)."""
+    if version == 2:
+        return require_binary("promtool")
+    path = Path(prometheus3_binary()).with_name("promtool")
+    if not path.is_file():
+        reason = f"!!! Prometheus 3's promtool not built at {path}: run `make prometheus3`"
+        if os.environ.get("CI"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return str(path)
 
 
-def test_check_config() -> None:
-    done = _promtool("check", "config", "prometheus.yml")
+def _promtool(*args: str, version: int = 2) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([promtool_binary(version), *args], capture_output=True, text=True, timeout=120,
+                          cwd=PROMETHEUS_DIR)
+
+
+def _versions(test_file: Path) -> tuple[int, ...]:
+    """The promtools a test file runs on: native input needs Prometheus 3's."""
+    return (3,) if test_file.name.endswith("-native.test.yml") else VERSIONS
+
+
+@pytest.mark.parametrize(("config", "version"), [("prometheus.yml", 3), ("prometheus-classic.yml", 2)])
+def test_check_config(config: str, version: int) -> None:
+    done = _promtool("check", "config", config, version=version)
     assert done.returncode == 0, done.stdout + done.stderr
     for rule_file in RULE_FILES:
-        assert f"rules/{rule_file.name}" in done.stdout, f"prometheus.yml does not load {rule_file.name}"
+        assert f"rules/{rule_file.name}" in done.stdout, f"{config} does not load {rule_file.name}"
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("rule_file", RULE_FILES, ids=lambda p: p.name)
-def test_check_rules(rule_file: Path) -> None:
-    done = _promtool("check", "rules", str(rule_file))
+def test_check_rules(rule_file: Path, version: int) -> None:
+    done = _promtool("check", "rules", str(rule_file), version=version)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("test_file", RULE_TESTS, ids=lambda p: p.name)
-def test_rule_unit_tests(test_file: Path) -> None:
-    assert RULE_TESTS, "no promtool unit tests found"
-    done = _promtool("test", "rules", str(test_file))
+@pytest.mark.parametrize(("test_file", "version"),
+                         [(path, version) for path in RULE_TESTS for version in _versions(path)],
+                         ids=lambda v: v.name if isinstance(v, Path) else f"promtool{v}")
+def test_rule_unit_tests(test_file: Path, version: int) -> None:
+    assert {path.name for path in RULE_TESTS} >= {"nethical-rules.test.yml", "nethical-rules-native.test.yml"}
+    done = _promtool("test", "rules", str(test_file), version=version)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout
 
