@@ -30,12 +30,19 @@ def test_injected_regression_fires_after_injection_and_resolves_after_removal(tm
         tmp_path, "--inject-at", str(INJECT_AT), "--inject-for", str(INJECT_FOR), "--inject-action", "query"
     )
     alerts = summary["alerts"]
-    firing = [a for a in alerts if a["state"] == "firing"]
-    resolved = [a for a in alerts if a["state"] == "resolved"]
+    firing = [a for a in alerts if a["state"] == "firing" and a["action"] == "query"]
+    resolved = [a for a in alerts if a["state"] == "resolved" and a["action"] == "query"]
     assert firing, result.stdout
-    # The other actions share the demo's event loop with the slowed one: their tail can really
-    # grow (an honest p99 alert), their median cannot.
-    assert {a["action"] for a in alerts if a["quantile"] in (0.5, "0.5")} <= {"query"}, alerts
+    # The other actions share the demo's process (its event loop and the GIL) with the slowed
+    # one: while query is slowed they can really get slower too (seen here: tool_call's p50
+    # +18 % at 16 s of a 10-19 s slowdown, on 2 loaded cores). So an alert on another action is
+    # honest only while the slowdown lasts: it must fire after the slowdown began and be resolved
+    # by the end. (The steady run below must raise none at all.)
+    others = [a for a in alerts if a["action"] != "query"]
+    assert all(a["t"] > INJECT_AT for a in others if a["state"] == "firing"), others
+    assert {(a["action"], a["quantile"]) for a in others if a["state"] == "firing"} == {
+        (a["action"], a["quantile"]) for a in others if a["state"] == "resolved"
+    }, others
     assert "query" in {a["action"] for a in firing}, "the slowed action alerts"
     assert summary["baselines_learned_at_s"] < INJECT_AT
     assert all(INJECT_AT < a["t"] < INJECT_AT + INJECT_FOR + 3 for a in firing), "fired after the injection"
@@ -58,7 +65,7 @@ def test_injected_regression_fires_after_injection_and_resolves_after_removal(tm
     # The plan fits the window: no warning at the start, and the end says it all resolved.
     assert "Warning:" not in result.stdout
     assert summary["plan_warnings"] == [] and summary["still_firing"] == []
-    fired = len(firing)
+    fired = sum(a["state"] == "firing" for a in alerts)  # the outcome counts every action's
     assert summary["outcome"] == [
         f"{fired} alerts fired, all resolved before the end."
         if fired > 1
