@@ -199,6 +199,20 @@ def prometheus3_binary() -> str:
     pytest.skip(reason)
 
 
+def promtool_binary(version: int = 2) -> str:
+    """Debian's promtool (2.42, on PATH) or Prometheus 3's, built by `make prometheus3` beside
+    its prometheus; skipped loudly without it (failed under CI)."""
+    if version == 2:
+        return require_binary("promtool")
+    path = Path(prometheus3_binary()).with_name("promtool")
+    if not path.is_file():
+        reason = f"!!! Prometheus 3's promtool not built at {path}: run `make prometheus3`"
+        if os.environ.get("CI"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return str(path)
+
+
 # What a Prometheus 3 started by the tests adds to its config: OTLP names as the Collector's
 # prometheus exporter makes them, service.name -> job, and room for late OTLP samples.
 PROMETHEUS3_OTLP_CONFIG: dict[str, Any] = {

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pytest
 import yaml
 
 from nethical_otel.stats import Policy
-from tests.servers import REPO_ROOT, prometheus3_binary, require_binary
+from tests.servers import REPO_ROOT, promtool_binary
 
 PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
 GENERATOR = PROMETHEUS_DIR / "generate.py"
@@ -68,21 +67,8 @@ def _write(directory: Path, files: dict[Path, str]) -> None:
 
 
 def _promtool(directory: Path, *args: str, version: int = 2) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_promtool_binary(version), *args], cwd=directory, capture_output=True, text=True,
+    return subprocess.run([promtool_binary(version), *args], cwd=directory, capture_output=True, text=True,
                           timeout=180)
-
-
-def _promtool_binary(version: int) -> str:
-    """Debian's promtool, or Prometheus 3's beside its prometheus (`make prometheus3`)."""
-    if version == 2:
-        return require_binary("promtool")
-    path = Path(prometheus3_binary()).with_name("promtool")
-    if not path.is_file():
-        reason = f"!!! Prometheus 3's promtool not built at {path}: run `make prometheus3`"
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    return str(path)
 
 
 # -- 1: committed = generated ---------------------------------------------------------------

@@ -23,7 +23,6 @@ The same rules on data from the real collector: tests/integration/test_dashboard
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from nethical_otel.detect.baseline import Baseline, BaselineSet, SeriesKey
 from nethical_otel.detect.detector import Detector, PolicyBook
 from nethical_otel.detect.sources import Window
 from nethical_otel.stats import LatencyHistogram, Policy
-from tests.servers import REPO_ROOT, prometheus3_binary, require_binary
+from tests.servers import REPO_ROOT, promtool_binary
 
 pytestmark = pytest.mark.integration
 
@@ -46,20 +45,6 @@ RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
 AGENT_ALERTS = {names.LATENCY_ALERT, names.ERROR_RATE_ALERT, names.THROUGHPUT_ALERT}
 VERSIONS = (2, 3)
-
-
-def promtool_binary(version: int) -> str:
-    """Debian's promtool (2.42, on PATH) or Prometheus 3's, built by `make prometheus3` beside
-    its prometheus; skipped loudly without it (failed under CI)."""
-    if version == 2:
-        return require_binary("promtool")
-    path = Path(prometheus3_binary()).with_name("promtool")
-    if not path.is_file():
-        reason = f"!!! Prometheus 3's promtool not built at {path}: run `make prometheus3`"
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    return str(path)
 
 
 def _promtool(*args: str, version: int = 2) -> subprocess.CompletedProcess[str]:
