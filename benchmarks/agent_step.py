@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.server
 import math
 import os
 import shutil
@@ -39,7 +38,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,7 +48,7 @@ import numpy as np
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # tests/otlp_push.py
+sys.path.insert(0, str(REPO_ROOT))  # tests/otlp_push.py, tests/exposition_server.py
 
 from nethical_otel import names  # noqa: E402
 from nethical_otel.config import Settings  # noqa: E402
@@ -60,6 +58,7 @@ from nethical_otel.detect.sources import PrometheusSource  # noqa: E402
 from nethical_otel.stats import LatencyHistogram  # noqa: E402
 from nethical_otel.stats.policy import PolicyBook  # noqa: E402
 from nethical_otel.telemetry.bridge import LeLayout  # noqa: E402
+from tests.exposition_server import ExpositionServer  # noqa: E402
 from tests.otlp_push import Point, push  # noqa: E402
 
 WINDOW_S = 60.0
@@ -196,33 +195,6 @@ def fill_native(url: str, data: Fleet) -> float:
     return now
 
 
-class Exposition(http.server.ThreadingHTTPServer):
-    """``/metrics`` as the Collector's prometheus exporter serves it (``body``); 503 when None."""
-
-    daemon_threads = True
-    body: bytes | None = None
-    scrapes = 0
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: Exposition
-
-    def do_GET(self) -> None:
-        body = self.server.body
-        if body is None:
-            self.send_error(503)
-            return
-        self.server.scrapes += 1
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def exposition(data: Fleet, which: int, layout: LeLayout) -> bytes:
     """The classic text of every series' cumulative histogram (``which``: 0 first, 1 both)."""
     name = names.DURATION_METRIC
@@ -246,7 +218,8 @@ def exposition(data: Fleet, which: int, layout: LeLayout) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def fill_classic(url: str, server: Exposition, data: Fleet, layout: LeLayout, timeout_s: float) -> float:
+def fill_classic(url: str, server: ExpositionServer, data: Fleet, layout: LeLayout,
+                 timeout_s: float) -> float:
     """Two scrapes (first, then first + second); returns the step's ``now``. Scrapes then fail
     (503), so no ingestion runs beside the measured steps."""
     count = f"{names.DURATION_METRIC}_count"
@@ -393,14 +366,11 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(measure(url, "native", data, now, args.rounds))
         for n in args.classic_series:
             data = fleet(n, rng)
-            server = Exposition(("127.0.0.1", 0), _Handler)
-            threading.Thread(target=server.serve_forever, daemon=True).start()
             interval = "5s" if data.rows * len(layout.bounds) < 200_000 else "20s"
-            target = f"127.0.0.1:{server.server_port}"
-            config = {"global": {"scrape_interval": interval, "scrape_timeout": interval},
-                      "scrape_configs": [{"job_name": "collector", "honor_labels": True,
-                                          "static_configs": [{"targets": [target]}]}]}
-            try:
+            with ExpositionServer() as server:  # 503 until fill_classic sets its body
+                config = {"global": {"scrape_interval": interval, "scrape_timeout": interval},
+                          "scrape_configs": [{"job_name": "collector", "honor_labels": True,
+                                              "static_configs": [{"targets": [server.target]}]}]}
                 with prometheus(prometheus2, config, Path(tmp) / f"classic-{n}") as url:
                     started = time.monotonic()
                     now = fill_classic(url, server, data, layout, timeout_s=300)
@@ -409,9 +379,6 @@ def main(argv: list[str] | None = None) -> int:
                           f"`le` buckets, _sum, _count each): filled in {time.monotonic() - started:.0f} s",
                           flush=True)
                     results.append(measure(url, "classic", data, now, args.classic_rounds))
-            finally:
-                server.shutdown()
-                server.server_close()
     results.sort(key=lambda r: (r.series, r.kind != "native"))
     table(results, target_s, step_s, args.rounds, args.classic_rounds)
     native = [r for r in results if r.kind == "native" and r.series >= 10_000]

@@ -153,20 +153,33 @@ def _wait_for_samples(collector: RunningCollector, name: str, job: str, accept, 
     raise AssertionError(f"{name}{{job={job!r}}} never satisfied the test; last: {samples}")
 
 
-def _governance_calls(tel, n: int = 120) -> Counter[tuple[str, str, str]]:
-    """The example service's calls, counted by (action, cohort, error type)."""
-    gov = IntegratedGovernance(seed=7, error_rate=0.1, latency_scale=0.2)
-    calls: Counter[tuple[str, str, str]] = Counter()
-    for i in range(n):
-        action = ("query", "tool_call")[i % 2]
-        cohort = ("control", "canary")[i % 3 == 0]
-        try:
-            gov.process_action("agent-1", "summarize the ticket", cohort=cohort, action_type=action)
-            calls[(action, cohort, "")] += 1
-        except GovernanceError:
-            calls[(action, cohort, "GovernanceError")] += 1
-    assert tel.force_flush() is True
-    return calls
+def _export_governance_calls(
+    service_name: str, otlp_endpoint: str, protocol: str, n: int = 120, **settings: object
+) -> tuple[Counter[tuple[str, str, str]], str]:
+    """The example service's ``n`` calls, exported over OTLP (``protocol``) to a collector at
+    ``otlp_endpoint`` and flushed: (the calls counted by (action, cohort, error type), the
+    service's ``service.instance.id``). ``settings``: more ``setup()`` arguments."""
+    tel = nethical_otel.setup(
+        service_name=service_name, otlp_endpoint=otlp_endpoint, otlp_protocol=protocol,
+        metric_export_interval_ms=1000, traces_sampler="always_on", prometheus_enabled=False,
+        set_global=False, **settings)
+    try:
+        gov = IntegratedGovernance(seed=7, error_rate=0.1, latency_scale=0.2)
+        calls: Counter[tuple[str, str, str]] = Counter()
+        for i in range(n):
+            action = ("query", "tool_call")[i % 2]
+            cohort = ("control", "canary")[i % 3 == 0]
+            try:
+                gov.process_action("agent-1", "summarize the ticket", cohort=cohort, action_type=action)
+                calls[(action, cohort, "")] += 1
+            except GovernanceError:
+                calls[(action, cohort, "GovernanceError")] += 1
+        assert tel.force_flush() is True
+        instance_id = tel.tracer_provider.resource.attributes["service.instance.id"]
+    finally:
+        tel.shutdown()
+    assert any(error for _, _, error in calls), "the run should include failed calls"
+    return calls, instance_id
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -175,16 +188,8 @@ def test_example_service_exports_classic_buckets_through_the_collector(
 ) -> None:
     service_name = f"collector-{protocol.replace('/', '-')}"
     with start_collector(tmp_path, COLLECTOR_CONFIG_CLASSIC) as collector:
-        tel = nethical_otel.setup(
-            service_name=service_name, otlp_endpoint=collector.otlp_endpoint(protocol),
-            otlp_protocol=protocol, metric_export_interval_ms=1000, traces_sampler="always_on",
-            prometheus_enabled=False, set_global=False)
-        try:
-            calls = _governance_calls(tel)
-            instance_id = tel.tracer_provider.resource.attributes["service.instance.id"]
-        finally:
-            tel.shutdown()
-        assert any(error for _, _, error in calls), "the run should include failed calls"
+        calls, instance_id = _export_governance_calls(service_name, collector.otlp_endpoint(protocol),
+                                                      protocol)
 
         def counted(samples: list) -> bool:
             got = Counter({(s.labels["nethical_action"], s.labels.get("nethical_cohort", ""),
@@ -235,16 +240,9 @@ def test_example_service_exports_native_histograms_to_prometheus3(tmp_path: Path
     service_name = "collector-native"
     with start_prometheus(tmp_path, [], version=3) as prometheus, \
             start_collector(tmp_path, prometheus_url=prometheus.url) as collector:
-        tel = nethical_otel.setup(
-            service_name=service_name, otlp_endpoint=collector.otlp_grpc_endpoint, otlp_protocol="grpc",
-            metric_export_interval_ms=1000, traces_sampler="always_on", prometheus_enabled=False,
-            set_global=False, histogram_aggregation="base2_exponential_bucket_histogram")
-        try:
-            calls = _governance_calls(tel)
-            instance_id = tel.tracer_provider.resource.attributes["service.instance.id"]
-        finally:
-            tel.shutdown()
-        assert any(error for _, _, error in calls), "the run should include failed calls"
+        calls, instance_id = _export_governance_calls(
+            service_name, collector.otlp_grpc_endpoint, "grpc",
+            histogram_aggregation="base2_exponential_bucket_histogram")
 
         def counted(result: list) -> bool:
             got = Counter({(s["metric"]["nethical_action"], s["metric"].get("nethical_cohort", ""),

@@ -25,13 +25,12 @@ classic buckets' interpolation).
 
 from __future__ import annotations
 
-import http.server
 import math
 import re
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -43,6 +42,7 @@ from nethical_otel.config import Settings
 from nethical_otel.detect.baseline import SeriesKey
 from nethical_otel.stats import LatencyHistogram, Policy
 from nethical_otel.telemetry.bridge import LeLayout
+from tests.exposition_server import ExpositionServer
 from tests.otlp_push import Point, push
 from tests.servers import (
     PROMETHEUS3_OTLP_CONFIG,
@@ -149,39 +149,19 @@ def _backfill(batches: Batches, until: int, data_dir: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-class Exposition(http.server.ThreadingHTTPServer):
-    """``/gauges``: the agent's baseline gauges; ``/classic``: those and the histograms as they
-    are ``seconds`` after ``started``."""
+def _exposition(batches: Batches) -> Callable[[str], bytes]:
+    """The body of a scrape by path: ``/gauges``, the agent's baseline gauges; ``/classic``,
+    those and the histograms as they are at the time of the scrape."""
+    gauges = _gauges(batches)
 
-    daemon_threads = True
-
-    def __init__(self, batches: Batches) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.batches = batches
-        self.gauges = _gauges(batches)
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.server_port}"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: Exposition
-
-    def do_GET(self) -> None:
-        lines = list(self.server.gauges)
-        if self.path == "/classic":
+    def body(path: str) -> bytes:
+        lines = list(gauges)
+        if path == "/classic":
             lines.append(f"# TYPE {names.DURATION_METRIC} histogram")
-            lines += _classic(self.server.batches.at(time.time()))
-        body = ("\n".join(lines) + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            lines += _classic(batches.at(time.time()))
+        return ("\n".join(lines) + "\n").encode()
 
-    def log_message(self, *args: object) -> None:
-        pass
+    return body
 
 
 def _config(target: str, path: str) -> dict:
@@ -256,19 +236,14 @@ def _expected() -> set[tuple]:
 def servers(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(classic 2.42 URL, native 3 URL), both fed and evaluating the shipped rules."""
     batches = Batches()
-    exposition = Exposition(batches)
-    threading.Thread(target=exposition.serve_forever, daemon=True).start()
-    native_config = {**_config(exposition.target, "/gauges"), **PROMETHEUS3_OTLP_CONFIG}
-    _backfill(batches, int(time.time()) - 1, tmp_path / "prometheus" / "data")  # 2.42's data dir
-    try:
+    with ExpositionServer(_exposition(batches)) as exposition:
+        native_config = {**_config(exposition.target, "/gauges"), **PROMETHEUS3_OTLP_CONFIG}
+        _backfill(batches, int(time.time()) - 1, tmp_path / "prometheus" / "data")  # 2.42's data dir
         with start_prometheus_with(tmp_path, _config(exposition.target, "/classic")) as classic, \
                 start_prometheus_with(tmp_path, native_config, version=3) as native, \
                 Pusher(native.url, batches) as pusher:
             yield classic.url, native.url
             assert pusher.error is None, pusher.error
-    finally:
-        exposition.shutdown()
-        exposition.server_close()
 
 
 def test_native_and_classic_rules_raise_the_same_alerts(servers: tuple[str, str]) -> None:

@@ -45,6 +45,7 @@ from nethical_otel.names import (
     ERROR_TYPE,
     ERROR_TYPE_LABEL,
 )
+from tests.sdk_metrics import data_points
 from tests.servers import LOOPBACK, ServerProcess, free_port
 
 APP = Path(__file__).parents[2] / "examples" / "web" / "app.py"
@@ -161,19 +162,6 @@ def in_process(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[InP
         telemetry.shutdown()
 
 
-def _points(reader: InMemoryMetricReader, name: str, scope: str | None = None) -> list:
-    data = reader.get_metrics_data()
-    return [
-        point
-        for rm in (data.resource_metrics if data else [])
-        for sm in rm.scope_metrics
-        if scope is None or sm.scope.name == scope
-        for metric in sm.metrics
-        if metric.name == name
-        for point in metric.data.data_points
-    ]
-
-
 def _finished(spans: InMemorySpanExporter, *names: str) -> dict:
     """The finished spans by name, once all of ``names`` are there: the middleware ends the SERVER
     span after the body is sent, so the client may see the answer a moment before."""
@@ -205,14 +193,14 @@ def test_request_span_is_the_parent_of_process_action(in_process) -> None:
     assert call.context.trace_id == server.context.trace_id
     assert dict(call.attributes) == {ACTION: "tool_call", COHORT: "web", AGENT_ID: "agent-1"}
 
-    (point,) = _points(reader, DURATION)
+    (point,) = data_points(reader, DURATION)
     assert dict(point.attributes) == {ACTION: "tool_call", COHORT: "web"}
     assert point.count == 1
-    (http_point,) = _points(reader, HTTP_DURATION, scope=WSGI_SCOPE)
+    (http_point,) = data_points(reader, HTTP_DURATION, scope=WSGI_SCOPE)
     assert http_point.attributes["http.request.method"] == "POST"
     assert http_point.attributes["http.response.status_code"] == 200
     assert http_point.count == 1
-    assert len(_points(reader, HTTP_DURATION)) == 1  # and from nowhere else
+    assert len(data_points(reader, HTTP_DURATION)) == 1  # and from nowhere else
 
 
 def test_failing_call_is_an_error_span_and_a_503(in_process) -> None:
@@ -231,8 +219,8 @@ def test_failing_call_is_an_error_span_and_a_503(in_process) -> None:
     assert call.attributes[ERROR_TYPE] == "GovernanceError"
     assert [event.name for event in call.events] == ["exception"]
 
-    (point,) = _points(reader, DURATION)
+    (point,) = data_points(reader, DURATION)
     assert point.attributes[ERROR_TYPE] == "GovernanceError"
     assert point.count == 1
-    (http_point,) = _points(reader, HTTP_DURATION, scope=WSGI_SCOPE)
+    (http_point,) = data_points(reader, HTTP_DURATION, scope=WSGI_SCOPE)
     assert http_point.attributes[ERROR_TYPE] == "503"

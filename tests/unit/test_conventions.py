@@ -33,18 +33,7 @@ from nethical_otel import names
 from nethical_otel.config import load_settings
 from nethical_otel.telemetry.instrument import STATE
 from nethical_otel.telemetry.setup import _metric_readers, _span_exporters
-
-
-def _points(reader: InMemoryMetricReader, name: str) -> list:
-    data = reader.get_metrics_data()
-    return [
-        point
-        for rm in (data.resource_metrics if data else [])
-        for sm in rm.scope_metrics
-        for metric in sm.metrics
-        if metric.name == name
-        for point in metric.data.data_points
-    ]
+from tests.sdk_metrics import data_points
 
 
 @pytest.fixture
@@ -108,10 +97,10 @@ def test_instrumentor_records_into_the_providers_it_is_given(instrumentor, make_
     assert span.name == "process_action"
     assert span.instrumentation_scope.name == names.SCOPE
     assert dict(span.attributes) == {names.ACTION: "generate", names.COHORT: "c", names.AGENT_ID: "a1"}
-    (point,) = _points(reader, names.DURATION)
+    (point,) = data_points(reader, names.DURATION)
     assert dict(point.attributes) == {names.ACTION: "generate", names.COHORT: "c"}
     assert point.count == 1
-    assert [p.value for p in _points(reader, names.ACTIVE)] == [0]
+    assert [p.value for p in data_points(reader, names.ACTIVE)] == [0]
     # ... and nothing into setup()'s pipeline.
     assert own_spans.get_finished_spans() == ()
     assert list(telemetry.registry.histograms()) == []

@@ -18,6 +18,7 @@ from opentelemetry.trace import StatusCode
 import nethical_otel
 from nethical_otel.example import GovernanceError, IntegratedGovernance
 from nethical_otel.names import ACTION, ACTIVE, AGENT_ID, COHORT, DURATION, ERROR_TYPE, OTHER
+from tests.sdk_metrics import data_points
 
 
 class Pipeline:
@@ -36,15 +37,7 @@ class Pipeline:
         return self.spans.get_finished_spans()
 
     def points(self, name=DURATION):
-        data = self.reader.get_metrics_data()
-        return [
-            point
-            for rm in (data.resource_metrics if data else [])
-            for sm in rm.scope_metrics
-            for metric in sm.metrics
-            if metric.name == name
-            for point in metric.data.data_points
-        ]
+        return data_points(self.reader, name)
 
 
 @pytest.fixture
