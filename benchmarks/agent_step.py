@@ -19,11 +19,15 @@ series classic step takes half a minute) after one warm-up step (the machine may
 noisy); read and evaluate are medians of their own. Bytes read: the JSON bodies of
 one step as parsed (and on the wire, gzip, as Prometheus sent them).
 
+Sharded: on the native runs of 10,000 series or more, each of ``--shards`` replicas
+(``PrometheusSource(shard=Shard(i, N))``, as ``agent --shard i/N``) is timed too, one after
+the other here; each replica reads the whole answer and evaluates only its own series.
+
 Target: 10,000 series in under half the default step (``detector_step_s`` 10 s: < 5 s) on
 native histograms. Exit status 1 when it is missed; the classic rows are for comparison.
 
     python benchmarks/agent_step.py [--series 1000 10000] [--classic-series 1000 10000]
-                                    [--rounds 5] [--classic-rounds 3]
+                                    [--rounds 5] [--classic-rounds 3] [--shards 2]
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from nethical_otel import names  # noqa: E402
 from nethical_otel.config import Settings  # noqa: E402
 from nethical_otel.detect.baseline import Baseline, BaselineSet, SeriesKey  # noqa: E402
 from nethical_otel.detect.detector import Detector  # noqa: E402
+from nethical_otel.detect.shard import Shard  # noqa: E402
 from nethical_otel.detect.sources import PrometheusSource  # noqa: E402
 from nethical_otel.stats import LatencyHistogram  # noqa: E402
 from nethical_otel.stats.policy import PolicyBook  # noqa: E402
@@ -68,6 +73,7 @@ CALLS_PER_WINDOW = 1800  # 30 calls/s per series in each 60 s window
 ERROR_EVERY = 10  # one series in ten also has failed calls (its own error_type series)
 SLOW_EVERY = 20  # one series in twenty is 1.5x slower than its baseline
 PUSH_BATCH = 1000  # points per OTLP request
+WHOLE = Shard()  # one agent for every series
 PROMETHEUS3 = Path(  # as tests/servers.py: `make prometheus3` builds it there
     os.environ.get("PROMETHEUS3_BINARY")
     or Path.home() / ".cache/nethical-otel/prometheus3/v0.316.0/prometheus"
@@ -264,11 +270,12 @@ class Result:
     json_bytes: int
     wire_bytes: int
     alerts: int
+    shard: Shard = WHOLE
 
 
-def measure(url: str, kind: str, data: Fleet, now: float, rounds: int) -> Result:
+def measure(url: str, kind: str, data: Fleet, now: float, rounds: int, shard: Shard = WHOLE) -> Result:
     client = CountingClient()
-    source = PrometheusSource(url, WINDOW_S, histograms=kind, client=client)
+    source = PrometheusSource(url, WINDOW_S, histograms=kind, client=client, shard=shard)
     read_times: list[float] = []
     timed_read = source.read
 
@@ -288,8 +295,9 @@ def measure(url: str, kind: str, data: Fleet, now: float, rounds: int) -> Result
         started = time.perf_counter()
         reports = detector.step()
         elapsed = time.perf_counter() - started
-        if len(reports) != len(data.keys):
-            raise RuntimeError(f"{kind}: the step evaluated {len(reports)} of {len(data.keys)} series "
+        owned = sum(shard.owns(key) for key in data.keys)
+        if len(reports) != owned:
+            raise RuntimeError(f"{kind}: the step evaluated {len(reports)} of {owned} series "
                                f"({detector.last_error})")
         if round_:  # the first is the warm-up
             steps.append(elapsed)
@@ -300,7 +308,7 @@ def measure(url: str, kind: str, data: Fleet, now: float, rounds: int) -> Result
     regressed = {r.key for r in detector.last_reports if any(f.regressed for f in r.findings)}
     queries, json_bytes, wire_bytes = counts[-1]
     return Result(len(data.keys), kind, statistics.median(steps), statistics.median(reads),
-                  statistics.median(evaluates), queries, json_bytes, wire_bytes, len(regressed))
+                  statistics.median(evaluates), queries, json_bytes, wire_bytes, len(regressed), shard)
 
 
 def _bytes(n: float) -> str:
@@ -312,19 +320,21 @@ def table(results: list[Result], target_s: float, step_s: float, rounds: int, cl
           f"(classic: {classic_rounds})")
     print(f"target: 10,000 series in under half the default step (detector_step_s {step_s:g} s -> "
           f"< {target_s:g} s) on native histograms\n")
-    head = (f"{'series':>7s}  {'kind':8s} {'Prometheus':10s} {'step':>8s} {'read':>8s} {'evaluate':>8s} "
+    head = (f"{'series':>7s}  {'kind':10s} {'Prom.':8s} {'step':>8s} {'read':>8s} {'evaluate':>8s} "
             f"{'queries':>7s} {'bytes read (JSON / wire)':>24s} {'regressed':>9s}  target")
     print(head)
     print("-" * len(head))
     for r in results:
         verdict = "pass" if r.step_s < target_s else "FAIL"
-        role = "the target" if r.kind == "native" and r.series >= 10_000 else "for comparison"
-        print(f"{r.series:7,d}  {r.kind:8s} {('3.16' if r.kind == 'native' else '2.42'):10s} "
+        one = r.shard.count == 1
+        role = "the target" if r.kind == "native" and r.series >= 10_000 and one else "for comparison"
+        kind = r.kind if one else f"{r.kind} {r.shard.index}/{r.shard.count}"
+        print(f"{r.series:7,d}  {kind:10s} {('3.16' if r.kind == 'native' else '2.42'):8s} "
               f"{r.step_s:7.2f}s {r.read_s:7.2f}s {r.evaluate_s:7.2f}s {r.queries:7d} "
               f"{_bytes(r.json_bytes) + ' / ' + _bytes(r.wire_bytes):>24s} {r.alerts:9,d}  "
               f"< {target_s:g} s: {verdict} ({role})")
     for n in sorted({r.series for r in results}):
-        rows = {r.kind: r for r in results if r.series == n}
+        rows = {r.kind: r for r in results if r.series == n and r.shard.count == 1}
         if len(rows) == 2:
             native, classic = rows["native"], rows["classic"]
             print(f"  {n:,} series: the native step is {classic.step_s / native.step_s:.1f}x faster than the "
@@ -337,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classic-series", type=int, nargs="*", default=[1000, 10_000], help="classic runs")
     parser.add_argument("--rounds", type=int, default=5, help="timed steps per native run (after a warm-up)")
     parser.add_argument("--classic-rounds", type=int, default=3, help="timed steps per classic run")
+    parser.add_argument("--shards", type=int, default=2,
+                        help="also time each of N sharded replicas on the native runs of 10,000+ series "
+                             "(one after the other here; each would have its own core); 1: not")
     args = parser.parse_args(argv)
     settings = Settings()
     step_s = settings.detector_step_s
@@ -364,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"native  {n:,} series ({data.rows:,} histogram series): filled in "
                       f"{time.monotonic() - started:.0f} s", flush=True)
                 results.append(measure(url, "native", data, now, args.rounds))
+                for i in range(args.shards if args.shards > 1 and n >= 10_000 else 0):
+                    results.append(measure(url, "native", data, now, args.rounds, Shard(i, args.shards)))
         for n in args.classic_series:
             data = fleet(n, rng)
             interval = "5s" if data.rows * len(layout.bounds) < 200_000 else "20s"
@@ -379,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"`le` buckets, _sum, _count each): filled in {time.monotonic() - started:.0f} s",
                           flush=True)
                     results.append(measure(url, "classic", data, now, args.classic_rounds))
-    results.sort(key=lambda r: (r.series, r.kind != "native"))
+    results.sort(key=lambda r: (r.series, r.kind != "native", r.shard.count, r.shard.index))
     table(results, target_s, step_s, args.rounds, args.classic_rounds)
-    native = [r for r in results if r.kind == "native" and r.series >= 10_000]
+    native = [r for r in results if r.kind == "native" and r.series >= 10_000 and r.shard.count == 1]
     if not native:
         print("\n  (no native run of 10,000 series: the target was not measured)")
         return 0

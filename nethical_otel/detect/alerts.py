@@ -65,12 +65,20 @@ class AlertBook:
         self._alerts: dict[tuple, Alert] = {}
 
     def observe(
-        self, labels: dict[str, str], condition: bool | None, annotations: dict[str, str], now: float
+        self,
+        labels: dict[str, str],
+        condition: bool | None,
+        annotations: dict[str, str],
+        now: float,
+        key: tuple[tuple[str, str], ...] | None = None,
     ) -> Alert:
-        """Advance one alert: ``condition`` True/False, or None when the data cannot tell."""
-        key = tuple(sorted(labels.items()))
+        """Advance one alert: ``condition`` True/False, or None when the data cannot tell.
+        ``key``: ``Alert.key`` of these labels, when the caller keeps it from step to step."""
+        key = key or tuple(sorted(labels.items()))
         alert = self._alerts.get(key)
         if alert is None:
+            if not condition:  # inactive and staying so: nothing to keep (most series, most steps)
+                return Alert(labels=labels)
             alert = self._alerts[key] = Alert(labels=dict(labels))
         if condition is None:
             return alert

@@ -22,6 +22,7 @@ from nethical_otel import files
 from nethical_otel.errors import NethicalOtelError
 from nethical_otel.files import read_json, write_atomic
 from nethical_otel.stats import LatencyHistogram, StatsError
+from nethical_otel.stats.significance import Reference
 
 FORMAT = "nethical-otel-baselines"
 VERSION = 1
@@ -57,6 +58,14 @@ class Baseline:
     source: str
     created_at: float = field(default_factory=time.time)
     version: str = ""
+    _reference: Reference | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def reference(self) -> Reference:
+        """What the comparisons keep of this baseline from one step to the next."""
+        if self._reference is None or self._reference.histogram is not self.histogram:
+            self._reference = Reference(self.histogram)
+        return self._reference
 
     @property
     def throughput_rps(self) -> float:

@@ -118,6 +118,19 @@ class Detector:
         self.last_error: str | None = None  # why the last step could not read its source
         self._source_log = FailureLog(_log, "reading the live windows")
         self._seen_failures: OrderedDict[tuple, None] = OrderedDict()  # (where, error) logged once
+        # Alert labels of this step's findings and of the step before's (only those: bounded).
+        self._identities: tuple[dict, dict] = ({}, {})
+
+    def _alert_identity(self, key: SeriesKey, finding: Finding) -> tuple[dict[str, str], tuple]:
+        """The alert's labels and ``Alert.key``, kept from the step before: built once per
+        series, not once per step for each of its findings."""
+        which = (key, finding.metric, finding.severity)
+        identity = self._identities[0].get(which)
+        if identity is None:
+            labels = self._labels(key, finding)
+            identity = labels, tuple(sorted(labels.items()))
+        self._identities[1][which] = identity
+        return identity
 
     def _labels(self, key: SeriesKey, finding: Finding) -> dict[str, str]:
         labels = {
@@ -242,13 +255,14 @@ class Detector:
         alerting = False
         if baseline is not None and window.seconds > 0:
             report.findings = evaluate(
-                policy, baseline.histogram, window.histogram, baseline.throughput_rps, window.throughput_rps
+                policy, baseline.reference, window.histogram, baseline.throughput_rps, window.throughput_rps
             )
             for finding in report.findings:
                 condition = {"regression": True, "inconclusive": None}.get(finding.verdict, False)
-                alert = self.book.observe(
-                    self._labels(key, finding), condition, self._annotations(key, finding), now
-                )
+                # Annotations are only read while the condition holds: not built for the rest.
+                annotations = self._annotations(key, finding) if condition else {}
+                labels, alert_key = self._alert_identity(key, finding)
+                alert = self.book.observe(labels, condition, annotations, now, alert_key)
                 alerting = alerting or alert.state in (State.PENDING, State.FIRING)
         if self.learn:
             self._learn(key, window, policy, report, alerting, now)
@@ -278,6 +292,7 @@ class Detector:
                     self._failed_once(("sink", id(sink)), exc, f"alert sink {type(sink).__name__}")
         self.book.forget_resolved()
         self.learner.forget_idle(now)
+        self._identities = (self._identities[1], {})
         self.last_reports = reports
         self.evaluations += 1
         self.last_duration_s = time.perf_counter() - started

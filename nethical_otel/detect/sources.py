@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -40,7 +40,7 @@ from nethical_otel.names import (
 )
 from nethical_otel.stats import LatencyHistogram, StatsError
 from nethical_otel.stats.histogram import merge_all
-from nethical_otel.stats.wire import from_native_buckets, scale_for_bounds
+from nethical_otel.stats.wire import from_native_many, scale_for_bounds
 
 _log = logging.getLogger(__name__)
 
@@ -194,13 +194,16 @@ class PrometheusSource:
             _ABANDONED.append(self._client)  # the parent's sockets: never used or closed here
             self._client = httpx.Client(timeout=self._timeout_s)
 
-    def _query(self, promql: str, now: float) -> list[dict]:
+    def _get(self, promql: str, now: float) -> httpx.Response:
         try:
-            response = self._client.get(f"{self.url}/api/v1/query", params={"query": promql, "time": now})
+            return self._client.get(f"{self.url}/api/v1/query", params={"query": promql, "time": now})
         except httpx.HTTPError as exc:
             raise SourceError(
                 f"cannot reach Prometheus at {self.shown_url}: {type(exc).__name__}: {redact_text(exc)}"
             ) from None
+
+    def _query(self, promql: str, now: float, response: httpx.Response | None = None) -> list[dict]:
+        response = response if response is not None else self._get(promql, now)
         try:
             body = response.json()
         except ValueError:
@@ -217,6 +220,28 @@ class PrometheusSource:
         if not isinstance(result, list):
             raise SourceError(f"Prometheus at {self.shown_url} answered {promql!r} without a result list")
         return result
+
+    def _native_rows(self, promql: str, now: float) -> Iterable[tuple[Mapping[str, str], Any, float]]:
+        """(labels, buckets, sum) of every row, None buckets for a float series: decoded typed
+        (``detect.prometheus_answer``), or the general way when the answer does not fit."""
+        from nethical_otel.detect.prometheus_answer import DECODER
+
+        response = self._get(promql, now)
+        try:
+            body = DECODER.decode(response.content)
+        except ValueError:  # msgspec's DecodeError and ValidationError are ValueErrors
+            body = None
+        if body is not None and body.status == "success":
+            for row in body.data.result:
+                point = row.histogram[1] if row.histogram is not None else None
+                yield row.metric, (point.buckets if point else None), (point.sum if point else 0.0)
+            return
+        for row in self._query(promql, now, response):
+            if "histogram" not in row:
+                yield row["metric"], None, 0.0
+                continue
+            point = row["histogram"][1]
+            yield row["metric"], point.get("buckets") or [], float(point.get("sum", 0.0))
 
     def _key(self, labels: Mapping[str, str]) -> SeriesKey:
         service, action, cohort = (labels.get(name, "") for name in self.labels)
@@ -243,23 +268,23 @@ class PrometheusSource:
         when Prometheus has no native histogram of the metric."""
         by = ", ".join((*self.labels, ERROR_TYPE_LABEL))
         window = _promql_duration(self.window_s)
-        rows = self._query(f"sum by ({by}) (increase({self.metric}{{{self.selector}}}[{window}]))", now)
-        parts: dict[SeriesKey, list[LatencyHistogram]] = {}
+        query = f"sum by ({by}) (increase({self.metric}{{{self.selector}}}[{window}]))"
+        rows = []
         native = False
-        for row in rows:
-            if "histogram" not in row:  # a float series of that name: not a native histogram
+        for labels, buckets, total in self._native_rows(query, now):
+            if buckets is None:  # a float series of that name: not a native histogram
                 continue
             native = True
-            key = self._key(row["metric"])
-            if not key.action or not self.shard.owns(key):  # the overflow series: a mix, no baseline
+            key = self._key(labels)
+            if key.action and self.shard.owns(key):  # no action: the overflow series, a mix
+                rows.append((key, labels, buckets, total))
+        hists = from_native_many([r[2] for r in rows], [r[3] for r in rows])
+        parts: dict[SeriesKey, list[LatencyHistogram]] = {}
+        for (key, labels, _, _), hist in zip(rows, hists, strict=True):
+            if isinstance(hist, StatsError):
+                _log.warning("nethical-otel: skipped %s: Prometheus native buckets unusable (%s)", key, hist)
                 continue
-            point = row["histogram"][1]
-            try:
-                hist = from_native_buckets(point.get("buckets") or [], total=float(point.get("sum", 0.0)))
-            except StatsError as exc:
-                _log.warning("nethical-otel: skipped %s: Prometheus native buckets unusable (%s)", key, exc)
-                continue
-            if row["metric"].get(ERROR_TYPE_LABEL):
+            if labels.get(ERROR_TYPE_LABEL):
                 hist.errors = hist.count
             parts.setdefault(key, []).append(hist)
         if not native:

@@ -22,6 +22,7 @@ from nethical_otel.stats.significance import (
     DEFAULT_CONFIDENCE,
     DEFAULT_MIN_SAMPLES,
     Comparison,
+    Reference,
     Verdict,
     _pct,
     _ratio,
@@ -301,7 +302,7 @@ class Finding:
 
 def evaluate(
     policy: Policy,
-    baseline_hist: LatencyHistogram,
+    baseline_hist: LatencyHistogram | Reference,
     current_hist: LatencyHistogram,
     baseline_rps: float | None = None,
     current_rps: float | None = None,
@@ -312,12 +313,15 @@ def evaluate(
     Findings come back whatever their verdict (the alert state machine needs "ok" to
     resolve); ``[f for f in findings if f.regressed]`` are the alerts. Throughput is tested
     for significance with the histograms' counts, so each rate must be measured over the
-    same window as its histogram.
+    same window as its histogram. A ``Reference`` to the baseline histogram keeps its side
+    of the quantile comparisons for the next call (what a detector does at every step).
     """
+    reference = baseline_hist if isinstance(baseline_hist, Reference) else Reference(baseline_hist)
+    baseline_hist = reference.histogram
     findings = []
     if policy.quantiles:
         comparisons = compare_quantiles(
-            baseline_hist,
+            reference,
             current_hist,
             policy._qs,
             policy._thresholds,

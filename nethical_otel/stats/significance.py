@@ -274,18 +274,63 @@ def _ratio_bounds(
 
 
 def _ratio_intervals(
-    baseline: LatencyHistogram, current: LatencyHistogram, qs: np.ndarray, confidence: float
+    baseline: LatencyHistogram | Reference, current: LatencyHistogram, qs: np.ndarray, confidence: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    scale = min(baseline.scale, current.scale)
-    if baseline.scale != scale:
-        baseline = baseline.downscaled(scale)
+    reference = baseline if isinstance(baseline, Reference) else Reference(baseline)
+    scale = min(reference.histogram.scale, current.scale)
     if current.scale != scale:
         current = current.downscaled(scale)
     log_base = math.log(2.0) * 2.0**-scale
     alpha = 1.0 - confidence
-    sides = _side_distribution(baseline, qs), _side_distribution(current, qs)
+    sides = reference.side_distribution(qs, scale), _side_distribution(current, qs)
     bounds = [_ratio_bounds(b, c, alpha, log_base) for b, c in zip(*sides, strict=True)]
     return np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+
+
+class Reference:
+    """The baseline's side of the quantile comparisons, computed once and reused.
+
+    A detector compares every series with its baseline at every step, and a baseline changes
+    rarely: its quantiles, its coarser copies and the bootstrap distributions of its
+    quantiles are kept here, per quantile set and scale, instead of being recomputed each
+    step (half of a comparison's cost). What is kept is dropped as soon as the histogram's
+    count, sum or buckets' extent differ from when it was computed, so a histogram changed
+    in place is never compared by stale figures. Pass it wherever a baseline histogram goes
+    (``compare_quantiles``, ``stats.policy.evaluate``).
+    """
+
+    __slots__ = ("_memo", "_state", "histogram")
+    _MAX_ENTRIES = 32  # a series meets a few quantile sets and scales; more is a misuse
+
+    def __init__(self, histogram: LatencyHistogram) -> None:
+        self.histogram = histogram
+        self._state: tuple = ()
+        self._memo: dict[tuple, object] = {}
+
+    def _kept(self, key: tuple, make):
+        h = self.histogram
+        state = (h.scale, h.count, h.sum, h.zero_count, h.offset, h.counts.size)
+        if state != self._state or len(self._memo) >= self._MAX_ENTRIES:
+            self._memo.clear()
+            self._state = state
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = make()
+            return value
+
+    def quantiles(self, qs: np.ndarray) -> np.ndarray:
+        out = self._kept(("quantiles", qs.tobytes()), lambda: self.histogram.quantiles(qs))
+        out.setflags(write=False)
+        return out
+
+    def at_scale(self, scale: int) -> LatencyHistogram:
+        if scale == self.histogram.scale:
+            return self.histogram
+        return self._kept(("scale", scale), lambda: self.histogram.downscaled(scale))
+
+    def side_distribution(self, qs: np.ndarray, scale: int) -> list[tuple[int, np.ndarray, float, float]]:
+        return self._kept(("side", qs.tobytes(), scale), lambda: _side_distribution(self.at_scale(scale), qs))
 
 
 def compare(
@@ -308,7 +353,7 @@ def compare(
 
 
 def compare_quantiles(
-    baseline: LatencyHistogram,
+    baseline: LatencyHistogram | Reference,
     current: LatencyHistogram,
     quantiles: Sequence[float],
     thresholds: Sequence[float],
@@ -316,7 +361,8 @@ def compare_quantiles(
     confidence: float = DEFAULT_CONFIDENCE,
     min_samples: int = DEFAULT_MIN_SAMPLES,
 ) -> list[Comparison]:
-    """``compare`` for several quantiles at once."""
+    """``compare`` for several quantiles at once; ``baseline`` may be a ``Reference`` to it,
+    which keeps its side of the computation for the next comparison."""
     qs = np.asarray(quantiles, dtype=np.float64)
     limits = np.asarray(thresholds, dtype=np.float64)
     if qs.shape != limits.shape or qs.ndim != 1:
@@ -326,12 +372,13 @@ def compare_quantiles(
     if (limits < 0).any():
         raise ValueError(f"thresholds must be >= 0, got {thresholds}")
     _check_confidence(confidence)
-    n_base, n_cur = baseline.count, current.count
-    base_values = baseline.quantiles(qs)
+    reference = baseline if isinstance(baseline, Reference) else Reference(baseline)
+    n_base, n_cur = reference.histogram.count, current.count
+    base_values = reference.quantiles(qs)
     cur_values = current.quantiles(qs)
     enough = n_base >= min_samples and n_cur >= min_samples and n_base > 0 and n_cur > 0
     if enough:
-        ci_low, ci_high = _ratio_intervals(baseline, current, qs, confidence)
+        ci_low, ci_high = _ratio_intervals(reference, current, qs, confidence)
     else:
         ci_low = ci_high = np.full(qs.size, math.nan)
     z_alpha = _z(confidence)

@@ -203,54 +203,98 @@ def from_native_buckets(
     Raises ``StatsError`` on rows that are not the buckets of one exponential schema (e.g.
     custom-bucket native histograms).
     """
-    positive: list[tuple[float, float, int]] = []
-    zero = 0
-    for row in buckets:
-        try:
-            _, lower, upper, n = row
-            lo, hi, n = float(lower), float(upper), max(round(float(n)), 0)
-        except (TypeError, ValueError, OverflowError):
-            raise StatsError(f"native histogram: bucket {row!r} is not [rule, lower, upper, count]") from None
-        if lo > 0 and math.isfinite(hi):
-            positive.append((lo, hi, n))
-        else:
-            zero += n
-    scale = _native_schema(positive)
-    hist = LatencyHistogram(scale)
-    if positive:
-        indices = [_native_index(hi, scale) for _, hi, _ in positive]
-        low = min(indices)
-        counts = np.zeros(max(indices) - low + 1, dtype=np.int64)
-        for index, (_, _, n) in zip(indices, positive, strict=True):
-            counts[index - low] += n
-        hist._add_counts(low, counts)
-        hist._compact()
-    hist.zero_count = zero
-    hist.count = int(hist.counts.sum()) + zero
+    (hist,) = from_native_many([buckets], [total])
+    if isinstance(hist, StatsError):
+        raise hist
     hist.errors = min(max(round(errors), 0), hist.count)
-    if hist.count:
-        hist.sum = max(float(total), 0.0)
-        hist.min, hist.max = _min_max(hist, None, None)
     return hist
 
 
-def _native_schema(positive: Sequence[tuple[float, float, float]]) -> int:
-    """The schema whose buckets these are: upper / lower = 2^(2^-schema) for every bucket."""
-    if not positive:
-        return DEFAULT_SCALE
-    lo, hi, _ = positive[0]
-    width = math.log2(hi / lo)
-    schema = round(-math.log2(width)) if width > 0 else None
-    if schema not in NATIVE_SCHEMAS or any(
-        not math.isclose(math.log2(h / b), 2.0**-schema, rel_tol=1e-6) for b, h, _ in positive
-    ):
-        raise StatsError("native histogram: buckets are not those of one exponential schema")
-    return schema
+def from_native_many(
+    series: Sequence[Sequence[Sequence[Any]]], totals: Sequence[float]
+) -> list[LatencyHistogram | StatsError]:
+    """``from_native_buckets`` of many native histograms at once (errors left at 0): one
+    histogram per series, or the ``StatsError`` that series' rows raise.
+
+    A fleet step reads tens of thousands of series, a million rows: they are converted and
+    mapped in a few numpy passes over all of them, not series by series.
+    """
+    if len(series) != len(totals):
+        raise ValueError("one total per series")
+    try:
+        every_row = itertools.chain.from_iterable(series)
+        if (np.fromiter(map(len, every_row), dtype=np.int64) != 4).any():
+            raise ValueError
+        # numpy reads the numbers' strings (the JSON answer) as well as numbers (a typed decoder).
+        values = itertools.chain.from_iterable(itertools.chain.from_iterable(series))
+        flat = np.fromiter(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        if len(series) > 1:  # find the series at fault, keep the others
+            return [from_native_many([rows], [total])[0] for rows, total in zip(series, totals, strict=True)]
+        bad = next((r for r in series[0] if not _is_native_row(r)), None)
+        return [StatsError(f"native histogram: bucket {bad!r} is not [rule, lower, upper, count]")]
+    sizes = np.fromiter(map(len, series), dtype=np.int64, count=len(series))
+    rows = flat.reshape(-1, 4)
+    which = np.repeat(np.arange(len(series)), sizes)  # the series of each row
+    lower, upper, n = rows[:, 1], rows[:, 2], rows[:, 3]
+    failed: dict[int, str] = {}
+    for i in np.unique(which[~np.isfinite(n)]).tolist():
+        failed[i] = "native histogram: a bucket count is not a finite number"
+    n = np.maximum(np.rint(np.nan_to_num(n)), 0.0)
+    positive = (lower > 0) & np.isfinite(upper)
+    zeros = np.bincount(which[~positive], weights=n[~positive], minlength=len(series))
+    which, lower, upper, n = which[positive], lower[positive], upper[positive], n[positive]
+    # The schema of each series from its first positive row; every row must be of it.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        widths = np.log2(upper / lower)
+        row_schema = np.rint(-np.log2(widths))
+    starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]]) if which.size else np.zeros(0, np.int64)
+    schema = np.full(len(series), DEFAULT_SCALE, dtype=np.float64)
+    schema[which[starts]] = row_schema[starts]
+    known = (schema >= NATIVE_SCHEMAS.start) & (schema < NATIVE_SCHEMAS.stop)
+    step = 2.0 ** -np.where(known, schema, 0.0)
+    fits = known[which] & (np.abs(widths - step[which]) <= 1e-6 * step[which])
+    for i in np.unique(which[~fits]).tolist():
+        failed.setdefault(i, "native histogram: buckets are not those of one exponential schema")
+    # Our index of (base^i, base^(i+1)] is i, its upper bound's exponent minus one; rows
+    # whose rounded count is 0 take no room.
+    held = fits & (n > 0)
+    which, n = which[held], n[held]
+    index = np.rint(np.log2(upper[held]) * 2.0 ** schema[which]).astype(np.int64) - 1
+    low = np.full(len(series), np.iinfo(np.int64).max, dtype=np.int64)
+    high = np.full(len(series), np.iinfo(np.int64).min, dtype=np.int64)
+    np.minimum.at(low, which, index)
+    np.maximum.at(high, which, index)
+    held_any = high >= low
+    low, high = np.where(held_any, low, 0), np.where(held_any, high, -1)  # none held: empty at 0
+    width = np.maximum(high - low + 1, 0)
+    base = np.concatenate([[0], np.cumsum(width)])
+    slot = base[which] + index - low[which]
+    counts = np.bincount(slot, weights=n, minlength=int(base[-1])).astype(np.int64)
+    out: list[LatencyHistogram | StatsError] = []
+    for i in range(len(series)):
+        if i in failed:
+            out.append(StatsError(failed[i]))
+            continue
+        hist = LatencyHistogram(int(schema[i]))
+        if width[i]:
+            hist.offset, hist.counts = int(low[i]), counts[base[i] : base[i + 1]].copy()
+        hist.zero_count = int(zeros[i])
+        hist.count = int(hist.counts.sum()) + hist.zero_count
+        if hist.count:
+            hist.sum = max(float(totals[i]), 0.0)
+            hist.min, hist.max = _min_max(hist, None, None)
+        out.append(hist)
+    return out
 
 
-def _native_index(upper: float, scale: int) -> int:
-    """Our index of the bucket ``(base^i, base^(i+1)]`` whose upper bound is ``upper``."""
-    return round(math.log2(upper) * 2.0**scale) - 1
+def _is_native_row(row: Any) -> bool:
+    try:
+        _, lower, upper, n = row
+        float(lower), float(upper), float(n)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
 
 
 def scale_for_bounds(upper_bounds: Sequence[float]) -> int:

@@ -13,7 +13,7 @@ from nethical_otel.detect.baseline import SeriesKey
 from nethical_otel.detect.shard import Shard, series_hash
 from nethical_otel.errors import ConfigError
 from nethical_otel.stats import LatencyHistogram, StatsError
-from nethical_otel.stats.wire import from_native_buckets
+from nethical_otel.stats.wire import from_native_buckets, from_native_many
 
 
 def _as_prometheus_json(hist: LatencyHistogram, zero: int = 0) -> list[list[str]]:
@@ -87,3 +87,40 @@ def test_bad_shard_specs_are_a_config_error(spec: str) -> None:
     with pytest.raises(ConfigError, match="agent_shard"):
         Shard.parse(spec)
     assert Shard.parse("") == Shard(0, 1) and Shard.parse(" 1 / 3 ") == Shard(1, 3)
+
+
+def test_many_series_at_once_as_one_by_one_and_a_bad_one_keeps_the_others() -> None:
+    rng = np.random.default_rng(7)
+    hists = [
+        LatencyHistogram.from_samples(rng.lognormal(np.log(m), 0.5, 2_000), scale=s)
+        for m, s in ((0.002, 6), (0.05, 3), (0.3, 8), (0.01, 0))
+    ]
+    series = [_as_prometheus_json(h, zero=i) for i, h in enumerate(hists)]
+    series.insert(2, [[0, "1", "1.5", "3"]])  # no exponential schema
+    series.insert(4, [])  # no observation in the window
+    totals = [h.sum for h in hists]
+    totals[2:2], totals[4:4] = [1.0], [0.0]
+    out = from_native_many(series, totals)
+    assert isinstance(out[2], StatsError) and out[4].count == 0
+    for got, rows, total in zip(
+        out[:2] + out[3:4] + out[5:],
+        series[:2] + series[3:4] + series[5:],
+        totals[:2] + totals[3:4] + totals[5:],
+        strict=True,
+    ):
+        alone = from_native_buckets(rows, total=total)
+        assert (got.scale, got.offset, got.zero_count, got.count, got.sum) == (
+            alone.scale,
+            alone.offset,
+            alone.zero_count,
+            alone.count,
+            alone.sum,
+        )
+        assert (got.counts == alone.counts).all()
+    for got, hist, zero in zip(out[:2] + out[3:4] + out[5:], hists, range(4), strict=True):
+        counts, offset = hist._trimmed()
+        assert got.scale == hist.scale and got.offset == offset and (got.counts == counts).all()
+        assert got.count == hist.count + zero
+    # A row of the wrong shape in one series: only that one is refused.
+    broken = from_native_many([series[0], [[0, "1", "2"]]], totals[:2])
+    assert not isinstance(broken[0], StatsError) and isinstance(broken[1], StatsError)
