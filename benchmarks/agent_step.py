@@ -19,6 +19,9 @@ series classic step takes half a minute) after one warm-up step (the machine may
 noisy); read and evaluate are medians of their own. Bytes read: the JSON bodies of
 one step as parsed (and on the wire, gzip, as Prometheus sent them).
 
+The process's garbage collector is tuned as ``nethical-otel agent`` tunes its own
+(``detect.agent.tune_gc_for_the_agent``).
+
 Sharded: on the native runs of 10,000 series or more, each of ``--shards`` replicas
 (``PrometheusSource(shard=Shard(i, N))``, as ``agent --shard i/N``) is timed too, one after
 the other here; each replica reads the whole answer and evaluates only its own series.
@@ -56,6 +59,7 @@ sys.path.insert(0, str(REPO_ROOT))  # tests/otlp_push.py, tests/exposition_serve
 
 from nethical_otel import names  # noqa: E402
 from nethical_otel.config import Settings  # noqa: E402
+from nethical_otel.detect.agent import tune_gc_for_the_agent  # noqa: E402
 from nethical_otel.detect.baseline import Baseline, BaselineSet, SeriesKey  # noqa: E402
 from nethical_otel.detect.detector import Detector  # noqa: E402
 from nethical_otel.detect.shard import Shard  # noqa: E402
@@ -362,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.classic_series and not prometheus2:
         print("Prometheus 2.x (`prometheus`) is not on PATH: run `make servers`", file=sys.stderr)
         return 2
+    tune_gc_for_the_agent()  # as `nethical-otel agent` does in its own process
     rng = np.random.default_rng(12)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="agent-step-") as tmp:

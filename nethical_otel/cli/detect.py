@@ -33,9 +33,10 @@ def agent(config_file, once, shard) -> None:
     import logging
 
     from nethical_otel.config import load_settings
-    from nethical_otel.detect.agent import Agent
+    from nethical_otel.detect.agent import Agent, tune_gc_for_the_agent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    tune_gc_for_the_agent()  # this process is the agent's own
     agent = Agent(load_settings(config_file, **({"agent_shard": shard} if shard is not None else {})))
     try:
         if once:
