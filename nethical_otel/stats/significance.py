@@ -293,7 +293,7 @@ class Reference:
     A detector compares every series with its baseline at every step, and a baseline changes
     rarely: its quantiles, its coarser copies and the bootstrap distributions of its
     quantiles are kept here, per quantile set and scale, instead of being recomputed each
-    step (half of a comparison's cost). What is kept is dropped as soon as the histogram's
+    step (a quarter of a comparison's cost). What is kept is dropped as soon as the histogram's
     count, sum or buckets' extent differ from when it was computed, so a histogram changed
     in place is never compared by stale figures. Pass it wherever a baseline histogram goes
     (``compare_quantiles``, ``stats.policy.evaluate``).

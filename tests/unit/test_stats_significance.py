@@ -27,7 +27,7 @@ from nethical_otel.stats import (
     quantile_interval,
     quantile_name,
 )
-from nethical_otel.stats.significance import min_count
+from nethical_otel.stats.significance import Reference, min_count
 
 SIGMA = 0.5  # lognormal shape of the simulated service
 
@@ -422,3 +422,22 @@ def test_evaluate_on_a_healthy_service_finds_nothing() -> None:
     findings = evaluate(Policy(), base, current)
     assert [f.metric for f in findings] == ["p50", "p95", "p99", "error_rate"]  # no rates: no throughput
     assert [f.verdict for f in findings] == ["ok"] * 4
+
+
+def test_a_reference_compares_as_its_histogram_and_forgets_when_it_changes() -> None:
+    rng = np.random.default_rng(41)
+    base = LatencyHistogram.from_samples(rng.lognormal(np.log(0.02), 0.5, 20_000))
+    coarse = LatencyHistogram.from_samples(rng.lognormal(np.log(0.025), 0.5, 3_000), scale=3)
+    fine = LatencyHistogram.from_samples(rng.lognormal(np.log(0.02), 0.5, 3_000))
+    qs, limits = [0.5, 0.95, 0.99], [0.1, 0.1, 0.1]
+    reference = Reference(base)
+    for _ in range(2):  # the second time from what the reference kept
+        for current in (coarse, fine):  # at the current's coarser scale, and at the baseline's
+            plain = compare_quantiles(base, current, qs, limits)
+            assert compare_quantiles(reference, current, qs, limits) == plain
+    before = compare_quantiles(reference, fine, qs, limits)
+    # Changed in place, the baseline is compared by its new data, not by what was kept.
+    base.merge(LatencyHistogram.from_samples(rng.lognormal(np.log(0.03), 0.5, 20_000)))
+    again = compare_quantiles(reference, fine, qs, limits)
+    assert again == compare_quantiles(base.copy(), fine, qs, limits)
+    assert again[0].baseline_value > before[0].baseline_value
