@@ -32,8 +32,9 @@ from nethical_otel.detect.learning import LEARNED, BaselineLearner
 from nethical_otel.detect.sinks import Sink
 from nethical_otel.detect.sources import Source, SourceError, Window
 from nethical_otel.errors import ConfigError, FailureLog, redact_text
-from nethical_otel.stats import Comparison, Finding, Policy, evaluate
+from nethical_otel.stats import Comparison, Finding, LatencyHistogram, Policy, evaluate
 from nethical_otel.stats.policy import PolicyBook
+from nethical_otel.stats.significance import Reference, prepare_many
 
 _log = logging.getLogger(__name__)
 
@@ -248,14 +249,40 @@ class Detector:
         self._source_log.ok("nethical-otel: the live windows can be read again")
         return windows
 
-    def _evaluate(self, key: SeriesKey, window: Window, now: float) -> SeriesReport:
+    def _prepare(self, items: list[tuple[SeriesKey, Window]]) -> dict[SeriesKey, Reference]:
+        """The current windows' side of the quantile comparisons, for every series with a
+        baseline in one pass per policy (``stats.significance.prepare_many``)."""
+        try:
+            groups: dict[int, tuple[Policy, list[tuple[SeriesKey, LatencyHistogram]]]] = {}
+            for key, window in items:
+                if self.baselines.get(key) is not None:
+                    policy = self.policies.policy_for(key)
+                    groups.setdefault(id(policy), (policy, []))[1].append((key, window.histogram))
+            prepared: dict[SeriesKey, Reference] = {}
+            for policy, members in groups.values():
+                if policy.quantiles:
+                    refs = prepare_many([hist for _, hist in members], policy._qs)
+                    prepared.update(zip((key for key, _ in members), refs, strict=True))
+            return prepared
+        except Exception as exc:  # each series then computes its own
+            self._failed_once(("prepare",), exc, "preparing the step's comparisons")
+            return {}
+
+    def _evaluate(
+        self, key: SeriesKey, window: Window, now: float, prepared: Reference | None = None
+    ) -> SeriesReport:
         policy = self.policies.policy_for(key)
         baseline = self.baselines.get(key)
         report = SeriesReport(key, window, baseline)
         alerting = False
         if baseline is not None and window.seconds > 0:
+            current = prepared if prepared is not None and prepared.histogram is window.histogram else None
             report.findings = evaluate(
-                policy, baseline.reference, window.histogram, baseline.throughput_rps, window.throughput_rps
+                policy,
+                baseline.reference,
+                current or window.histogram,
+                baseline.throughput_rps,
+                window.throughput_rps,
             )
             for finding in report.findings:
                 condition = {"regression": True, "inconclusive": None}.get(finding.verdict, False)
@@ -279,9 +306,10 @@ class Detector:
         except Exception:
             items = list(windows.items())
         reports = []
+        prepared = self._prepare(items)
         for key, window in items:
             try:
-                reports.append(self._evaluate(key, window, now))
+                reports.append(self._evaluate(key, window, now, prepared.get(key)))
             except Exception as exc:
                 self._failed_once(("series", key), exc, f"evaluating {key}")
         for alert in self.book.alerts(State.FIRING, State.RESOLVED):

@@ -303,7 +303,7 @@ class Finding:
 def evaluate(
     policy: Policy,
     baseline_hist: LatencyHistogram | Reference,
-    current_hist: LatencyHistogram,
+    current_hist: LatencyHistogram | Reference,
     baseline_rps: float | None = None,
     current_rps: float | None = None,
 ) -> list[Finding]:
@@ -313,16 +313,18 @@ def evaluate(
     Findings come back whatever their verdict (the alert state machine needs "ok" to
     resolve); ``[f for f in findings if f.regressed]`` are the alerts. Throughput is tested
     for significance with the histograms' counts, so each rate must be measured over the
-    same window as its histogram. A ``Reference`` to the baseline histogram keeps its side
-    of the quantile comparisons for the next call (what a detector does at every step).
+    same window as its histogram. Either histogram may come as a ``Reference``
+    (``stats.significance``): the baseline's keeps its side of the quantile comparisons for
+    the next call, current ones from ``prepare_many`` come with theirs computed.
     """
     reference = baseline_hist if isinstance(baseline_hist, Reference) else Reference(baseline_hist)
-    baseline_hist = reference.histogram
+    now = current_hist if isinstance(current_hist, Reference) else Reference(current_hist)
+    baseline_hist, current_hist = reference.histogram, now.histogram
     findings = []
     if policy.quantiles:
         comparisons = compare_quantiles(
             reference,
-            current_hist,
+            now,
             policy._qs,
             policy._thresholds,
             confidence=policy.confidence,

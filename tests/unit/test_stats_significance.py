@@ -27,7 +27,7 @@ from nethical_otel.stats import (
     quantile_interval,
     quantile_name,
 )
-from nethical_otel.stats.significance import Reference, min_count
+from nethical_otel.stats.significance import Reference, _side_distribution, min_count, prepare_many
 
 SIGMA = 0.5  # lognormal shape of the simulated service
 
@@ -441,3 +441,30 @@ def test_a_reference_compares_as_its_histogram_and_forgets_when_it_changes() -> 
     again = compare_quantiles(reference, fine, qs, limits)
     assert again == compare_quantiles(base.copy(), fine, qs, limits)
     assert again[0].baseline_value > before[0].baseline_value
+
+
+def test_prepared_together_the_figures_are_those_of_one_histogram_at_a_time() -> None:
+    rng = np.random.default_rng(43)
+    hists = []
+    for i in range(120):
+        n = (1, 2, 150, 3_000, 20_000)[i % 5]
+        sigma = rng.uniform(0.1, 1.5)
+        hist = LatencyHistogram.from_samples(
+            rng.lognormal(np.log(rng.uniform(1e-3, 1)), sigma, n), scale=(0, 3, 5, 6, 8)[i % 4]
+        )
+        if i % 7 == 0:  # values in the zero bucket too
+            hist.zero_count += 5
+            hist.count += 5
+        hists.append(hist)
+    hists.append(LatencyHistogram())  # empty: left to compute its own (nothing)
+    qs = np.array([0.5, 0.95, 0.99, 0.999])
+    refs = prepare_many(hists, qs)
+    assert [r.histogram for r in refs] == hists
+    for hist, ref in zip(hists[:-1], refs, strict=False):
+        assert ref._memo, "prepared"
+        np.testing.assert_array_equal(ref.quantiles(qs), hist.quantiles(qs))
+        for got, alone in zip(
+            ref.side_distribution(qs, hist.scale), _side_distribution(hist, qs), strict=True
+        ):
+            assert (got[0], got[2], got[3]) == (alone[0], alone[2], alone[3])
+            np.testing.assert_array_equal(got[1], alone[1])
