@@ -293,13 +293,13 @@ def measure(url: str, kind: str, data: Fleet, now: float, rounds: int, shard: Sh
     source.read = read  # type: ignore[method-assign]
     detector = Detector(source, data.baselines, PolicyBook.from_mapping({}), [], learn=False,
                         clock=lambda: now)
+    owned = sum(shard.owns(key) for key in data.keys)
     steps, counts = [], []
     for round_ in range(rounds + 1):
         before = (client.requests, client.json_bytes, client.wire_bytes)
         started = time.perf_counter()
         reports = detector.step()
         elapsed = time.perf_counter() - started
-        owned = sum(shard.owns(key) for key in data.keys)
         if len(reports) != owned:
             raise RuntimeError(f"{kind}: the step evaluated {len(reports)} of {owned} series "
                                f"({detector.last_error})")
