@@ -41,6 +41,7 @@ SAMPLERS = (
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
 HISTOGRAM_AGGREGATIONS = ("explicit_bucket_histogram", "base2_exponential_bucket_histogram")
 PROMETHEUS_HISTOGRAMS = ("auto", "native", "classic")
+EXEMPLAR_FILTERS = ("trace_based", "always_on", "always_off")
 
 
 def _setting(default: Any, help: str, env: tuple[str, ...] = (), secret: bool = False) -> Any:
@@ -110,6 +111,13 @@ class Settings:
         "explicit_bucket_histogram",
         f"Histogram kind sent over OTLP: {' | '.join(HISTOGRAM_AGGREGATIONS)}.",
         ("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",),
+    )
+    exemplar_filter: str = _setting(
+        "trace_based",
+        "Which calls give the latency histogram exemplars (trace and span ids per bucket): "
+        "`trace_based` (sampled calls), `always_on` (the same here: an unsampled call's trace is never "
+        "exported, so its id would lead nowhere) or `always_off`.",
+        ("OTEL_METRICS_EXEMPLAR_FILTER",),
     )
     prometheus_enabled: bool = _setting(True, "Serve a Prometheus `/metrics` endpoint.")
     prometheus_host: str = _setting(
@@ -212,6 +220,12 @@ class Settings:
         "the agent's alerts and the generated Prometheus rules. Empty: no `runbook_url`.",
     )
     dashboard_url: str | None = _setting(None, "Grafana dashboard URL put on alerts (`dashboard_url`).")
+    trace_url_template: str | None = _setting(
+        None,
+        "Link to a trace in your tracing UI, with `{trace_id}` where the id goes (e.g. "
+        "`http://127.0.0.1:16686/trace/{trace_id}` for Jaeger): latency alerts carry it as `trace_url`, "
+        "for the slowest exemplar of the window.",
+    )
     agent_host: str = _setting("127.0.0.1", "Address the agent's /metrics and /healthz bind to.")
     agent_port: int = _setting(9465, "Port of the agent's /metrics and /healthz (0 picks a free one).")
 
@@ -342,6 +356,12 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     # A relative base made links nobody could click: absolute or none at all.
     "runbook_base_url": lambda v: None if v is None or v.startswith(("http://", "https://")) else _URL,
     "dashboard_url": lambda v: None if v is None or v.startswith(("http://", "https://")) else _URL,
+    "trace_url_template": lambda v: (
+        None
+        if v is None or (v.startswith(("http://", "https://")) and "{trace_id}" in v)
+        else "must be an http:// or https:// URL with {trace_id} in it"
+    ),
+    "exemplar_filter": _one_of(EXEMPLAR_FILTERS),
 }
 
 # The most `le` buckets the bucket settings may make (the defaults make 69): every one is a
@@ -468,7 +488,6 @@ _COMPRESSION = (
     "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
     "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
 )
-_EXEMPLAR_FILTERS = ("trace_based", "always_on", "always_off")
 _INTEGER = re.compile(r"\s*\+?\d+\s*")
 
 
@@ -526,9 +545,6 @@ def _check_otel_environment(environ: Mapping[str, str], settings: Settings) -> N
             timeout = math.nan
         if not (math.isfinite(timeout) and timeout > 0):
             raise bad("OTEL_METRIC_EXPORT_TIMEOUT", "must be a positive number of milliseconds")
-    exemplar_filter = environ.get("OTEL_METRICS_EXEMPLAR_FILTER")
-    if exemplar_filter is not None and exemplar_filter not in _EXEMPLAR_FILTERS:
-        raise bad("OTEL_METRICS_EXEMPLAR_FILTER", f"must be one of {', '.join(_EXEMPLAR_FILTERS)}")
 
 
 # -- parsing ---------------------------------------------------------------------------------

@@ -59,7 +59,10 @@ def _start_detector(telemetry: Telemetry) -> None:
     from nethical_otel.detect.sources import InProcessSource
 
     settings = telemetry.settings
-    source = InProcessSource(telemetry.registry.histograms, settings.service_name, settings.detector_window_s)
+    registry = telemetry.registry
+    source = InProcessSource(
+        registry.histograms, settings.service_name, settings.detector_window_s, registry.exemplars
+    )
     runner = DetectorThread(build_detector(settings, source), settings.detector_step_s).start()
     telemetry.detector = runner.detector
     telemetry.add_shutdown_hook(runner.stop)

@@ -16,6 +16,9 @@ DURATION = "nethical.action.duration"  # histogram, unit "s"
 ACTIVE = "nethical.action.active"  # up-down counter of calls in flight
 
 ACTION = "nethical.action"
+# On the latency series of an instrumented call made inside another one: the enclosing call's
+# action (bounded like ``ACTION``), so the detector can say which sub-step a slowdown is in.
+PARENT = "nethical.action.parent"
 COHORT = "nethical.cohort"
 AGENT_ID = "nethical.agent.id"
 ERROR_TYPE = "error.type"  # semantic conventions
@@ -28,9 +31,13 @@ DURATION_METRIC = "nethical_action_duration_seconds"
 ACTIVE_METRIC = "nethical_action_active"
 ACTION_LABEL = "nethical_action"
 COHORT_LABEL = "nethical_cohort"
+PARENT_LABEL = "nethical_action_parent"
 ERROR_TYPE_LABEL = "error_type"
 SERVICE_NAME_LABEL = "service_name"  # on target_info
 JOB_LABEL = "job"  # service.name after the OTLP translation
+# Exemplar labels, as OpenMetrics and Prometheus' OTLP translation name them.
+TRACE_ID_LABEL = "trace_id"
+SPAN_ID_LABEL = "span_id"
 
 # The detector agent's own metrics (labels: service, action, cohort[, quantile]).
 DETECTOR_PREFIX = "nethical_detector_"

@@ -232,10 +232,12 @@ def start_prometheus(
     evaluation_interval: str = "1s",
     alertmanager_url: str | None = None,
     version: int = 2,
+    features: Sequence[str] = (),
 ) -> Iterator[RunningServer]:
     """A Prometheus on 127.0.0.1:free port scraping ``scrape_targets``; stopped on exit.
 
-    ``version=3``: the Prometheus 3 build, with its OTLP receiver on (``/api/v1/otlp``)."""
+    ``version=3``: the Prometheus 3 build, with its OTLP receiver on (``/api/v1/otlp``).
+    ``features``: ``--enable-feature`` flags (``exemplar-storage``)."""
     config: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval},
         "scrape_configs": [_scrape_job(job_name, scrape_targets, scrape_interval)] if scrape_targets else [],
@@ -247,13 +249,13 @@ def start_prometheus(
             {"static_configs": [{"targets": [urlsplit(alertmanager_url).netloc]}]}]}
     if version == 3:
         config.update(PROMETHEUS3_OTLP_CONFIG)
-    with start_prometheus_with(tmp_path, config, version=version) as server:
+    with start_prometheus_with(tmp_path, config, version=version, features=features) as server:
         yield server
 
 
 @contextlib.contextmanager
 def start_prometheus_with(
-    tmp_path: Path, config: dict[str, Any], version: int = 2
+    tmp_path: Path, config: dict[str, Any], version: int = 2, features: Sequence[str] = ()
 ) -> Iterator[RunningServer]:
     """A Prometheus on 127.0.0.1:free port running the complete ``config``; stopped on exit.
 
@@ -274,6 +276,7 @@ def start_prometheus_with(
     ]
     if version == 3:
         args.append("--web.enable-otlp-receiver")
+    args += [f"--enable-feature={feature}" for feature in features]
     with ServerProcess(args, workdir, f"{url}/-/ready", name=workdir.name) as process:
         yield RunningServer(url, process, config_path)
 

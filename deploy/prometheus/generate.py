@@ -64,6 +64,9 @@ DURATION = names.DURATION_METRIC
 BUCKET, COUNT = f"{DURATION}_bucket", f"{DURATION}_count"
 JOB, ACTION, COHORT = names.JOB_LABEL, names.ACTION_LABEL, names.COHORT_LABEL
 ERROR_TYPE = names.ERROR_TYPE_LABEL
+# Top-level calls only: a sub-step's calls (nested in another instrumented call) carry its
+# parent's action and are named by the parent's alert, as the agent does; no second alert.
+TOP = f'{names.PARENT_LABEL}=""'
 LATENCY, ERRORS, THROUGHPUT = names.LATENCY_ALERT, names.ERROR_RATE_ALERT, names.THROUGHPUT_ALERT
 COLLECTOR_DOWN, DETECTOR_DOWN = names.COLLECTOR_DOWN_ALERT, names.DETECTOR_DOWN_ALERT
 
@@ -217,6 +220,8 @@ def recording_rules(policy: Policy) -> str:
         "# `le` buckets otherwise (`native or classic`; the other side is empty and costs nothing), so",
         "# the same rules run on 2.x and 3.x, and a Prometheus switched from classic to native keeps",
         "# its `offset 1d` baseline across the switch (yesterday's buckets against today's histogram).",
+        f"# Calls nested in another instrumented call (sub-steps, with {names.PARENT_LABEL}) are left",
+        "# out: the agent's alert on their parent names them, and they page no second time.",
         f"# Output labels are the detector agent's: service, action, cohort (+ quantile {labels}),",
         "# so rules, agent gauges, dashboards and Alertmanager routing all speak one language.",
         "#",
@@ -234,7 +239,7 @@ def recording_rules(policy: Policy) -> str:
             f"      - record: {NATIVE_RATE.format(window)}",
             "        expr: |",
             "          sum by (service, action, cohort) (",
-            *_relabel(f"rate({DURATION}[{window}])"),
+            *_relabel(f"rate({DURATION}{{{TOP}}}[{window}])"),
         ]
     out.append("      # Classic: one series per `le` bucket (Prometheus 2.x).")
     for window in ("5m", "1h"):
@@ -242,7 +247,7 @@ def recording_rules(policy: Policy) -> str:
             f"      - record: {BUCKET_RATE.format(window)}",
             "        expr: |",
             "          sum by (service, action, cohort, le) (",
-            *_relabel(f"rate({BUCKET}[{window}])"),
+            *_relabel(f"rate({BUCKET}{{{TOP}}}[{window}])"),
         ]
     out.append(f"      # Requests per second, failed calls included (they carry {ERROR_TYPE}).")
     for window in ("5m", "1h"):
@@ -252,7 +257,7 @@ def recording_rules(policy: Policy) -> str:
             f"          histogram_count({NATIVE_RATE.format(window)})",
             "          or",
             "          sum by (service, action, cohort) (",
-            *_relabel(f"rate({COUNT}[{window}])"),
+            *_relabel(f"rate({COUNT}{{{TOP}}}[{window}])"),
         ]
     out.append(
         "      # Failed calls per second; 0 (not absent) for a series without failures, so the ratio exists."
@@ -262,10 +267,10 @@ def recording_rules(policy: Policy) -> str:
             f"      - record: nethical:action_errors:rate{window}",
             "        expr: |",
             "          sum by (service, action, cohort) (",
-            *_relabel(f'histogram_count(rate({DURATION}{{{ERROR_TYPE}!=""}}[{window}]))'),
+            *_relabel(f'histogram_count(rate({DURATION}{{{ERROR_TYPE}!="", {TOP}}}[{window}]))'),
             "          or",
             "          sum by (service, action, cohort) (",
-            *_relabel(f'rate({COUNT}{{{ERROR_TYPE}!=""}}[{window}])'),
+            *_relabel(f'rate({COUNT}{{{ERROR_TYPE}!="", {TOP}}}[{window}])'),
             "          or",
             f"          0 * nethical:action_requests:rate{window}",
         ]

@@ -47,6 +47,14 @@ from nethical_otel.cli.main import PATH
     show_default=True,
     help="Action type to slow (query, tool_call, generate), or 'all'.",
 )
+@click.option(
+    "--inject-step",
+    type=click.Choice(["policy_store.fetch", "risk.model", "none"]),
+    default="policy_store.fetch",
+    show_default=True,
+    help="Sub-step of the action the slowdown goes into (policy_store.fetch or risk.model; it is "
+    "slowed so that the whole action is --inject-slowdown slower), or 'none' for all of it.",
+)
 @click.option("--no-inject", is_flag=True, help="Run steady, with no slowdown: must end with zero alerts.")
 @click.option("--alertmanager", "alertmanager_url", help="Also send alerts to this Alertmanager (base URL).")
 @click.option(
@@ -78,6 +86,7 @@ def demo(
     inject_at,
     inject_for,
     inject_action,
+    inject_step,
     no_inject,
     alertmanager_url,
     output_dir,
@@ -89,8 +98,9 @@ def demo(
 
     The example governance service runs under an open-loop load with the embedded detector.
     It learns a baseline per action; at --inject-at one action is slowed by
-    --inject-slowdown; the regression alert fires (shown with its confidence interval);
-    the slowdown ends and the alert resolves. /metrics serves everything for Prometheus.
+    --inject-slowdown, in one of its sub-steps (--inject-step); the regression alert fires
+    (shown with its confidence interval and the sub-step it found the time in); the slowdown
+    ends and the alert resolves. /metrics serves everything for Prometheus.
     A PNG and a markdown summary are written to --output-dir.
     """
     from nethical_otel.cli.bench import status_console
@@ -130,6 +140,7 @@ def demo(
             INJECT_FOR_FRACTION * duration if inject_for is None else inject_for,
             None if inject_action == "all" else inject_action,
             proportional=inject_at is None and inject_for is None,
+            step=None if inject_step == "none" else inject_step,
         )
     plan = DemoPlan(duration, rps, agents, window, refresh, seed, inject, output_dir)
     telemetry = setup(config_file, detector=True, **overrides)

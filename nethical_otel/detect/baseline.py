@@ -37,17 +37,33 @@ class BaselineError(NethicalOtelError):
 
 @dataclass(frozen=True, order=True)
 class SeriesKey:
-    """Identifies a monitored series. ``cohort`` is "" when the calls carry none."""
+    """Identifies a monitored series. ``cohort`` is "" when the calls carry none.
+
+    ``parent`` is set on a sub-step: ``action``'s calls made inside calls of ``parent`` (same
+    service and cohort; calls of ``action`` outside any instrumented call are the series
+    without ``parent``). Sub-steps have baselines and comparisons of their own but no alerts:
+    they say where a regression of their parent is.
+    """
 
     service: str
     action: str
     cohort: str = ""
+    parent: str = ""
 
     def labels(self) -> dict[str, str]:
-        return {"service": self.service, "action": self.action, "cohort": self.cohort}
+        labels = {"service": self.service, "action": self.action, "cohort": self.cohort}
+        if self.parent:
+            labels["parent"] = self.parent
+        return labels
+
+    @property
+    def parent_key(self) -> SeriesKey | None:
+        """The series this sub-step is a part of (None for a top-level series)."""
+        return SeriesKey(self.service, self.parent, self.cohort) if self.parent else None
 
     def __str__(self) -> str:
-        return f"{self.service}/{self.action}" + (f"/{self.cohort}" if self.cohort else "")
+        action = f"{self.parent} > {self.action}" if self.parent else self.action
+        return f"{self.service}/{action}" + (f"/{self.cohort}" if self.cohort else "")
 
 
 @dataclass
@@ -80,6 +96,7 @@ class Baseline:
             "service": self.key.service,
             "action": self.key.action,
             "cohort": self.key.cohort,
+            **({"parent": self.key.parent} if self.key.parent else {}),
             "window_s": self.window_s,
             "source": self.source,
             "created_at": self.created_at,
@@ -118,8 +135,9 @@ class Baseline:
         except StatsError as exc:
             raise BaselineError(f"{where}: histogram: {exc}") from None
         window_s = number("window_s", lambda v: 0 < v < math.inf, "> 0 and finite (seconds)")
+        parent = need("parent", str) if "parent" in data else ""
         return cls(
-            key=SeriesKey(need("service", str), need("action", str), need("cohort", str)),
+            key=SeriesKey(need("service", str), need("action", str), need("cohort", str), parent),
             histogram=histogram,
             window_s=window_s,
             source=need("source", str),

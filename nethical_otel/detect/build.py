@@ -100,6 +100,7 @@ def build_detector(settings: Settings, source: Source) -> Detector:
         learn=settings.detector_learn,
         runbook_base_url=settings.runbook_base_url,
         dashboard_url=settings.dashboard_url,
+        trace_url_template=settings.trace_url_template,
         on_learn=persist,
         on_refresh=persist_refreshed,
         baseline_s=settings.detector_baseline_s,

@@ -11,6 +11,11 @@ learning: it is the merge of the series' newest clean windows over ``baseline_s`
 taking in a window during which one of the series' alerts was pending or firing
 (``detect.learning``). Baselines from anywhere else (a file made by ``baseline create``)
 stay as they are.
+
+Sub-steps (series with ``SeriesKey.parent``) are evaluated first, with no alerts of their own
+(and kept out of their learned baselines while their parent alerts): a parent's latency alert
+then names the sub-steps its slowdown is in, and the slowest exemplars of its window
+(``detect.attribution``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from nethical_otel import names
+from nethical_otel.detect import attribution
 from nethical_otel.detect.alerts import AlertBook, State, Timing
 from nethical_otel.detect.baseline import Baseline, BaselineSet, SeriesKey
 from nethical_otel.detect.learning import LEARNED, BaselineLearner
@@ -95,10 +101,12 @@ class Detector:
         on_refresh: Callable[[Baseline], None] | None = None,
         baseline_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
+        trace_url_template: str | None = None,
     ) -> None:
         """``on_learn`` is called with a series' first learned baseline, ``on_refresh`` with
         each later one (every window it grows by: throttle what it does). ``baseline_s`` is
         how much window time a learned baseline covers (``detector_baseline_s``).
+        ``trace_url_template``: latency alerts link their slowest exemplar's trace (``{trace_id}``).
         ``runbook_base_url``: alerts link ``<base>/<alertname>.md`` as ``runbook_url``, the
         link the generated Prometheus rules carry; None or empty: no ``runbook_url`` at all."""
         self.source = source
@@ -109,11 +117,15 @@ class Detector:
         self.learn = learn
         self.runbook_base_url = (runbook_base_url or "").rstrip("/") or None
         self.dashboard_url = dashboard_url
+        self.trace_url_template = trace_url_template
         self.on_learn = on_learn
         self.on_refresh = on_refresh
         self.learner = BaselineLearner(source.window_s, baseline_s)
         self.clock = clock
         self.last_reports: list[SeriesReport] = []
+        self.last_substeps: dict[SeriesKey, list[SeriesReport]] = {}  # parent key -> its sub-steps
+        self._alerting: set[SeriesKey] = set()  # series with a pending or firing alert, this step
+        self._where: dict[tuple, dict[str, str]] = {}  # this step's attribution, by series and metric
         self.evaluations = 0
         self.last_duration_s = 0.0
         self.last_error: str | None = None  # why the last step could not read its source
@@ -143,7 +155,8 @@ class Detector:
             labels["quantile"] = f"{finding.comparison.quantile:g}"
         return labels
 
-    def _annotations(self, key: SeriesKey, finding: Finding) -> dict[str, str]:
+    def _annotations(self, report: SeriesReport, finding: Finding, now: float) -> dict[str, str]:
+        key = report.key
         c = finding.comparison
         what = {"error_rate": "error rate", "throughput": "throughput"}.get(
             finding.metric, f"{finding.metric} latency"
@@ -162,13 +175,17 @@ class Detector:
             sensitivity = ""
         else:
             sensitivity = f" The smallest change it would detect (80 % power) is {mde}."
+        where = self._where_it_went(report, finding, now) if c.quantile is not None else {}
+        top = where.get("top_substep")
         annotations = {
-            "summary": f"{key}: {what} {c.change_pct:+.1f}% vs baseline",
+            "summary": f"{key}: {what} {c.change_pct:+.1f}% vs baseline"
+            + (f", mostly in {top}" if top else ""),
             "description": (
                 f"{what} of {key} is {_fmt(finding.metric, c.current_value)} against a baseline of "
                 f"{_fmt(finding.metric, c.baseline_value)} ({c.change_pct:+.1f}%; "
                 f"{c.confidence:.0%} interval {change}; n={c.n_current} vs {c.n_baseline}). {c.reason}"
                 f"{sensitivity}"
+                + (f" Where the time went, per call: {where['substeps']}." if "substeps" in where else "")
             ),
             "baseline_value": f"{c.baseline_value:.6g}",
             "current_value": f"{c.current_value:.6g}",
@@ -180,7 +197,21 @@ class Detector:
             annotations["runbook_url"] = f"{self.runbook_base_url}/{alertname}.md"
         if self.dashboard_url:
             annotations["dashboard_url"] = self.dashboard_url
+        annotations.update(where)
         return annotations
+
+    def _where_it_went(self, report: SeriesReport, finding: Finding, now: float) -> dict[str, str]:
+        """The sub-step and exemplar annotations of a latency alert (once per series, metric and step)."""
+        which = (report.key, finding.metric)
+        found = self._where.get(which)
+        if found is None:
+            changes = []
+            if report.baseline is not None:
+                substeps = self.last_substeps.get(report.key, [])
+                changes = attribution.rank_substeps(report.window, report.baseline, substeps, finding.metric)
+            exemplars = attribution.slow_exemplars(self.source, report.key, now - report.window.seconds, now)
+            found = self._where[which] = attribution.annotations(changes, exemplars, self.trace_url_template)
+        return found
 
     def _learn(
         self, key: SeriesKey, window: Window, policy: Policy, report: SeriesReport, alerting: bool, now: float
@@ -271,6 +302,8 @@ class Detector:
     def _evaluate(
         self, key: SeriesKey, window: Window, now: float, prepared: Reference | None = None
     ) -> SeriesReport:
+        """Compare the window with the baseline; for a top-level series, advance its alerts and
+        learn. A sub-step learns later (``_learn_substep``), once its parent's alerts are known."""
         policy = self.policies.policy_for(key)
         baseline = self.baselines.get(key)
         report = SeriesReport(key, window, baseline)
@@ -284,16 +317,25 @@ class Detector:
                 baseline.throughput_rps,
                 window.throughput_rps,
             )
-            for finding in report.findings:
+            for finding in report.findings if not key.parent else ():  # a sub-step has no alerts
                 condition = {"regression": True, "inconclusive": None}.get(finding.verdict, False)
                 # Annotations are only read while the condition holds: not built for the rest.
-                annotations = self._annotations(key, finding) if condition else {}
+                annotations = self._annotations(report, finding, now) if condition else {}
                 labels, alert_key = self._alert_identity(key, finding)
                 alert = self.book.observe(labels, condition, annotations, now, alert_key)
                 alerting = alerting or alert.state in (State.PENDING, State.FIRING)
-        if self.learn:
+        if alerting:
+            self._alerting.add(key)
+        if self.learn and not key.parent:
             self._learn(key, window, policy, report, alerting, now)
         return report
+
+    def _learn_substep(self, report: SeriesReport, now: float) -> None:
+        """A sub-step learns as its parent does: nothing while the parent alerts (the baseline
+        the parent's alert compares it with must not move under it)."""
+        key = report.key
+        alerting = key.parent_key in self._alerting
+        self._learn(key, report.window, self.policies.policy_for(key), report, alerting, now)
 
     def step(self) -> list[SeriesReport]:
         """One evaluation. Never raises: a failing source, series or sink is logged once and
@@ -306,12 +348,26 @@ class Detector:
         except Exception:
             items = list(windows.items())
         reports = []
+        substeps: dict[SeriesKey, list[SeriesReport]] = {}
         prepared = self._prepare(items)
-        for key, window in items:
+        self._alerting = set()
+        self._where = {}
+        self.last_substeps = substeps  # filled first: the parents' alerts read them
+        for key, window in [*(kw for kw in items if kw[0].parent), *(kw for kw in items if not kw[0].parent)]:
             try:
-                reports.append(self._evaluate(key, window, now, prepared.get(key)))
+                report = self._evaluate(key, window, now, prepared.get(key))
             except Exception as exc:
                 self._failed_once(("series", key), exc, f"evaluating {key}")
+                continue
+            if key.parent:
+                substeps.setdefault(key.parent_key, []).append(report)
+            else:
+                reports.append(report)
+        for report in (r for group in substeps.values() for r in group) if self.learn else ():
+            try:
+                self._learn_substep(report, now)
+            except Exception as exc:
+                self._failed_once(("series", report.key), exc, f"learning {report.key}")
         for alert in self.book.alerts(State.FIRING, State.RESOLVED):
             for sink in self.sinks:
                 try:
@@ -343,6 +399,8 @@ class Detector:
         self.book = AlertBook(self.book.timing)
         self.learner.reset_after_fork()
         self.last_reports = []
+        self.last_substeps = {}
+        self._alerting = set()
         self.last_error = None
         self._source_log = FailureLog(_log, "reading the live windows")
         self._seen_failures = OrderedDict()

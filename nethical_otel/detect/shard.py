@@ -40,7 +40,8 @@ class Shard:
             raise ConfigError(f"{where}: {exc} (got {spec!r})") from None
 
     def owns(self, key: SeriesKey) -> bool:
-        return self.count == 1 or series_hash(key) % self.count == self.index
+        """A sub-step belongs with its parent (whose alerts name it)."""
+        return self.count == 1 or series_hash(key.parent_key or key) % self.count == self.index
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"

@@ -27,7 +27,15 @@ import numpy as np
 from nethical_otel.config import PROMETHEUS_HISTOGRAMS
 from nethical_otel.detect.baseline import SeriesKey
 from nethical_otel.detect.shard import Shard
-from nethical_otel.errors import ConfigError, NethicalOtelError, quiet_http_logging, redact_text, redact_url
+from nethical_otel.errors import (
+    ConfigError,
+    FailureLog,
+    NethicalOtelError,
+    quiet_http_logging,
+    redact_text,
+    redact_url,
+)
+from nethical_otel.exemplar import Exemplar
 from nethical_otel.names import (
     ACTION,
     ACTION_LABEL,
@@ -36,7 +44,11 @@ from nethical_otel.names import (
     DURATION_METRIC,
     ERROR_TYPE_LABEL,
     JOB_LABEL,
+    PARENT,
+    PARENT_LABEL,
     SERVICE_NAME_LABEL,
+    SPAN_ID_LABEL,
+    TRACE_ID_LABEL,
 )
 from nethical_otel.stats import LatencyHistogram, StatsError
 from nethical_otel.stats.histogram import merge_all
@@ -58,6 +70,10 @@ class Window:
 
 
 class Source(Protocol):
+    """Sub-steps (``SeriesKey.parent``) come with the rest; a source may also have
+    ``exemplars(key, start, end) -> list`` (objects with ``value``, ``trace_id_hex``,
+    ``time_ns``): the sampled calls of a series in that time, slowest first."""
+
     window_s: float
 
     def read(self, now: float) -> dict[SeriesKey, Window]: ...
@@ -102,31 +118,57 @@ class RollingWindows:
 
 
 class InProcessSource:
-    """This process' own series (embedded mode), keyed by the service name and labels."""
+    """This process' own series (embedded mode), keyed by the service name and labels.
+
+    A call made inside another instrumented call is in its sub-step series
+    (``SeriesKey.parent``), not in the action's own: the parent's alert names it, and no
+    second alert pages for the same slowdown.
+    """
 
     def __init__(
         self,
         histograms: Callable[[], Iterable[tuple[Mapping[str, str], LatencyHistogram]]],
         service: str,
         window_s: float,
+        exemplars: Callable[[], Iterable[tuple[Mapping[str, str], list[Any]]]] | None = None,
     ) -> None:
         self._histograms = histograms
+        self._exemplars = exemplars
         self.service = service
         self.window_s = window_s
         self._windows = RollingWindows(window_s)
 
+    def _key(self, attributes: Mapping[str, str]) -> SeriesKey | None:
+        action = attributes.get(ACTION)
+        if action is None:  # the overflow series (otel.metric.overflow): a mix, no baseline
+            return None
+        return SeriesKey(self.service, action, attributes.get(COHORT, ""), attributes.get(PARENT, ""))
+
     def cumulative(self) -> dict[SeriesKey, LatencyHistogram]:
         merged: dict[SeriesKey, LatencyHistogram] = {}
         for attributes, hist in self._histograms():
-            action = attributes.get(ACTION)
-            if action is None:  # the overflow series (otel.metric.overflow): a mix, no baseline
+            key = self._key(attributes)
+            if key is None:
                 continue
-            key = SeriesKey(self.service, action, attributes.get(COHORT, ""))
             if key in merged:
                 merged[key].merge(hist)
             else:
                 merged[key] = hist
         return merged
+
+    def exemplars(self, key: SeriesKey, start: float, end: float) -> list[Any]:
+        """The series' exemplars recorded between ``start`` and ``end`` (Unix seconds), slowest first."""
+        if self._exemplars is None:
+            return []
+        lo, hi = start * 1e9, end * 1e9
+        found = [
+            e
+            for attributes, exemplars in self._exemplars()
+            if self._key(attributes) == key
+            for e in exemplars
+            if lo <= e.time_ns <= hi
+        ]
+        return sorted(found, key=lambda e: -e.value)
 
     def read(self, now: float) -> dict[SeriesKey, Window]:
         return self._windows.update(now, self.cumulative())
@@ -134,6 +176,11 @@ class InProcessSource:
     def reset_after_fork(self) -> None:
         """A forked child's windows start empty, as its series do."""
         self._windows = RollingWindows(self.window_s)
+
+
+def _quoted(value: str) -> str:
+    """A PromQL string literal's inside."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _check_window(window_s: float) -> None:
@@ -162,6 +209,7 @@ class PrometheusSource:
         service_label: str = JOB_LABEL,
         action_label: str = ACTION_LABEL,
         cohort_label: str = COHORT_LABEL,
+        parent_label: str = PARENT_LABEL,
         selector: str = "",
         histograms: str = "auto",
         shard: Shard | None = None,
@@ -182,6 +230,8 @@ class PrometheusSource:
         self.window_s = window_s
         self.metric = metric
         self.labels = (service_label, action_label, cohort_label)
+        self.parent_label = parent_label
+        self._exemplar_failures = FailureLog(_log, "reading exemplars")
         self.selector = selector
         self._timeout_s = timeout_s
         self._owns_client = client is None
@@ -245,7 +295,48 @@ class PrometheusSource:
 
     def _key(self, labels: Mapping[str, str]) -> SeriesKey:
         service, action, cohort = (labels.get(name, "") for name in self.labels)
-        return SeriesKey(service, action, cohort)
+        return SeriesKey(service, action, cohort, labels.get(self.parent_label, ""))
+
+    def exemplars(self, key: SeriesKey, start: float, end: float) -> list[Exemplar]:
+        """The series' exemplars from ``/api/v1/query_exemplars`` (Prometheus started with
+        ``--enable-feature=exemplar-storage``), slowest first; [] when there are none or the
+        query fails (logged once: an alert goes out without them rather than not at all)."""
+        service, action, cohort = self.labels
+        matchers = [f'{service}="{_quoted(key.service)}"', f'{action}="{_quoted(key.action)}"']
+        matchers.append(f'{cohort}="{_quoted(key.cohort)}"')
+        if key.parent:
+            matchers.append(f'{self.parent_label}="{_quoted(key.parent)}"')
+        if self.selector:
+            matchers.append(self.selector)
+        metric = self.metric if self._kinds[0] == "native" else f"{self.metric}_bucket"
+        query = f"{metric}{{{', '.join(matchers)}}}"
+        try:
+            response = self._client.get(
+                f"{self.url}/api/v1/query_exemplars", params={"query": query, "start": start, "end": end}
+            )
+            found = [
+                Exemplar(
+                    float(e["value"]),
+                    int(e["labels"][TRACE_ID_LABEL], 16),
+                    int(e["labels"].get(SPAN_ID_LABEL, "0"), 16),
+                    round(float(e["timestamp"]) * 1e9),
+                )
+                for series in response.json()["data"]
+                for e in series.get("exemplars", [])
+                if TRACE_ID_LABEL in e.get("labels", {})
+            ]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._exemplar_failures.failed(
+                (type(exc).__name__,),
+                "nethical-otel: exemplars from Prometheus at %s cannot be read (%s: %s); "
+                "alerts go without them",
+                self.shown_url,
+                type(exc).__name__,
+                redact_text(exc)[:200],
+            )
+            return []
+        self._exemplar_failures.ok()
+        return sorted(found, key=lambda e: -e.value)
 
     def read(self, now: float) -> dict[SeriesKey, Window]:
         try:
@@ -265,8 +356,9 @@ class PrometheusSource:
 
     def _read_native(self, now: float) -> dict[SeriesKey, Window] | None:
         """Every series in one query, with ``error.type`` kept apart to count the errors; None
-        when Prometheus has no native histogram of the metric."""
-        by = ", ".join((*self.labels, ERROR_TYPE_LABEL))
+        when Prometheus has no native histogram of the metric. Sub-steps are series of their
+        own (``SeriesKey.parent``)."""
+        by = ", ".join((*self.labels, self.parent_label, ERROR_TYPE_LABEL))
         window = _promql_duration(self.window_s)
         query = f"sum by ({by}) (increase({self.metric}{{{self.selector}}}[{window}]))"
         rows = []
@@ -292,7 +384,7 @@ class PrometheusSource:
         return {key: Window(merge_all(hists), self.window_s) for key, hists in parts.items()}
 
     def _read_classic(self, now: float) -> dict[SeriesKey, Window] | None:
-        by = ", ".join(self.labels)
+        by = ", ".join((*self.labels, self.parent_label))
         window = _promql_duration(self.window_s)
 
         def increase(suffix: str, extra: str = "", le: bool = False) -> str:

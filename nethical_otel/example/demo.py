@@ -34,6 +34,7 @@ from nethical_otel.detect.detector import SeriesReport
 from nethical_otel.detect.learning import WARMUP_WINDOWS
 from nethical_otel.detect.sinks import LogSink
 from nethical_otel.example import IntegratedGovernance
+from nethical_otel.example.governance import FETCH, IO_SHARES
 from nethical_otel.files import write_atomic
 from nethical_otel.telemetry import Telemetry
 from nethical_otel.text import article, plural
@@ -48,6 +49,9 @@ INJECT_FOR_FRACTION = 0.3
 class Injection:
     """Slow ``action`` (every action when None) by ``factor`` from ``at_s`` for ``for_s`` seconds.
 
+    The slowdown goes into one sub-step, ``step`` (``policy_store.fetch`` by default; None:
+    all of the action's simulated work), slowed by ``step_factor`` so that the action's
+    simulated time grows by ``factor`` as a whole: the alert on the action must say where.
     ``proportional``: ``at_s`` and ``for_s`` are the defaults, fractions of the duration
     (``INJECT_AT_FRACTION``, ``INJECT_FOR_FRACTION``), so a longer ``--duration`` moves them.
     """
@@ -57,15 +61,22 @@ class Injection:
     for_s: float | None = None
     action: str | None = None
     proportional: bool = False
+    step: str | None = FETCH
+
+    @property
+    def step_factor(self) -> float:
+        """The sub-step's own factor (``policy_store.fetch`` is 60 % of the simulated time)."""
+        return 1 + (self.factor - 1) / IO_SHARES[self.step] if self.step else self.factor
 
     @property
     def end_s(self) -> float | None:
         return None if self.for_s is None else self.at_s + self.for_s
 
     def describe(self) -> str:
-        """``query x1.3 from 60 s to 96 s``."""
+        """``query x1.3 from 60 s to 96 s, in policy_store.fetch (x1.5)``."""
         end = f" to {self.end_s:.3g} s" if self.end_s is not None else " to the end"
-        return f"{self.action or 'every action'} x{self.factor:g} from {self.at_s:.3g} s{end}"
+        where = f", in {self.step} (x{self.step_factor:.3g})" if self.step else ""
+        return f"{self.action or 'every action'} x{self.factor:g} from {self.at_s:.3g} s{end}{where}"
 
     def active(self, elapsed_s: float) -> bool:
         return elapsed_s >= self.at_s and (self.for_s is None or elapsed_s < self.at_s + self.for_s)
@@ -73,6 +84,9 @@ class Injection:
     def apply(self, service: IntegratedGovernance, elapsed_s: float) -> bool:
         """Set the service's slowdown for this moment; True while the slowdown is on."""
         on = self.active(elapsed_s)
+        if self.step is not None:
+            service.step_slowdown[(self.action, self.step)] = self.step_factor if on else 1.0
+            return on
         factor = self.factor if on else 1.0
         if self.action is None:
             service.slowdown = factor
@@ -104,6 +118,8 @@ class AlertEvent:
     severity: str
     change_pct: str
     interval: str
+    substep: str = ""  # the sub-step the alert says most of the slowdown is in
+    substeps: str = ""  # the alert's "where the time went", per sub-step
 
 
 @dataclass(frozen=True)
@@ -292,6 +308,8 @@ class TerminalSink:
             severity=alert.labels.get("severity", ""),
             change_pct=alert.annotations.get("change_pct", ""),
             interval=alert.annotations.get("confidence_interval", ""),
+            substep=alert.annotations.get("top_substep", ""),
+            substeps=alert.annotations.get("substeps", ""),
         )
         self.timeline.alerts.append(event)
         what = f"{event.alertname} action={event.action}" + (
@@ -301,7 +319,9 @@ class TerminalSink:
             self.say(
                 f"[bold red]FIRING[/] {what} ({event.severity}): "
                 f"{float(event.change_pct):+.1f}% vs baseline, "
-                f"99% interval {event.interval}  [dim]at {event.t:.0f} s[/]"
+                f"99% interval {event.interval}"
+                + (f", mostly in [bold]{event.substep}[/]" if event.substep else "")
+                + f"  [dim]at {event.t:.0f} s[/]"
             )
         else:
             self.say(f"[bold green]RESOLVED[/] {what}  [dim]at {event.t:.0f} s[/]")
@@ -520,6 +540,12 @@ def outcome(timeline: Timeline, plan: DemoPlan) -> list[str]:
     elif fired > len(firing):
         head += f", {fired - len(firing)} resolved before the end"
     lines.append(head + ".")
+    named = [e for e in timeline.alerts if e.state == "firing" and e.substep]
+    if named:
+        first = named[0]
+        said = first.substeps.split("; ")[0]
+        where = f"put the slowdown in {first.substep}: {said}"
+        lines.append(f"The {_what(first)} alert on {first.action} {where}.")
     if firing:
         subject = "the alert on" if len(firing) == 1 else "the alerts on"
         verb = "was" if len(firing) == 1 else "were"
@@ -631,7 +657,9 @@ def figure(timeline: Timeline, plan: DemoPlan):
             whats = ", ".join(_what(e) for e in group)
             severity = f" ({group[0].severity})" if state == "firing" and group[0].severity else ""
             verb = "fired" if state == "firing" else "resolved"
-            handles[f"{action} {whats} alert {verb}{severity} at {at:.0f} s"] = Line2D(
+            where = next((e.substep for e in group if e.substep), "") if state == "firing" else ""
+            where = f", in {where}" if where else ""
+            handles[f"{action} {whats} alert {verb}{severity} at {at:.0f} s{where}"] = Line2D(
                 [], [], color=color, linestyle=style, linewidth=1.2
             )
         if not rows:
@@ -687,14 +715,14 @@ def markdown(timeline: Timeline, plan: DemoPlan, png_name: str) -> str:
         lines.append("None fired.")
     else:
         lines += [
-            "| at | state | alert | action | metric | change | 99% interval |",
-            "|---|---|---|---|---|---|---|",
+            "| at | state | alert | action | metric | change | 99% interval | where the time went |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for a in timeline.alerts:
             change = f"{float(a.change_pct):+.1f}%" if a.change_pct else ""
             lines.append(
                 f"| {a.t:.0f} s | {a.state} | {a.alertname} | {a.action} | "
-                f"{_what(a)} | {change} | {a.interval} |"
+                f"{_what(a)} | {change} | {a.interval} | {a.substeps} |"
             )
     last = {}
     for s in timeline.samples:

@@ -5,10 +5,15 @@ the action against policy rules (real CPU work: regex matching and hashing), sco
 sometimes consults a slower model (``ml_blend``) and records an audit entry, with simulated
 I/O whose latency is lognormal. Each ``action_type`` has its own latency profile. Errors
 happen at a configurable rate. ``slowdown`` (global or per action type) multiplies the
-simulated work at run time: the demo and the tests inject regressions with it.
+simulated work at run time, and ``step_slowdown`` that of one sub-step: the demo and the
+tests inject regressions with them.
 
 It is instrumented the way a service would do it: one ``@instrument`` on the hot method,
-with the action type as the bounded ``nethical.action`` label.
+with the action type as the bounded ``nethical.action`` label, and one on each of its
+sub-steps (``SUBSTEPS``), which are recorded per parent action (``nethical.action.parent``):
+``policy_store.fetch`` (simulated I/O, 60 % of the simulated time), ``policy.check`` (the
+real CPU work and the decision; the failures happen here), ``risk.model`` (simulated I/O, the
+other 40 %).
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nethical_otel.telemetry import instrument
+
+# The instrumented sub-steps of process_action, in call order.
+FETCH, CHECK, MODEL = "policy_store.fetch", "policy.check", "risk.model"
+SUBSTEPS = (FETCH, CHECK, MODEL)
+FETCH_SHARE = 0.6  # of the simulated I/O; risk.model has the rest
+IO_SHARES = {FETCH: FETCH_SHARE, MODEL: 1 - FETCH_SHARE}  # the sub-steps a slowdown can go into
 
 # Median latency (ms) and spread (sigma of the log) of the simulated I/O per action type.
 PROFILES: dict[str, tuple[float, float]] = {
@@ -71,6 +82,8 @@ class IntegratedGovernance:
     latency_scale: float = 1.0
     simulate_io: bool = True
     slowdown_by_action: dict[str, float] = field(default_factory=dict)
+    # (action type, or None for every one; sub-step) -> factor on that sub-step's simulated I/O
+    step_slowdown: dict[tuple[str | None, str], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
@@ -88,6 +101,30 @@ class IntegratedGovernance:
             factor *= 1.25
         return latency * factor, failed
 
+    def _io(self, action_type: str, latency: float) -> tuple[float, float]:
+        """The simulated I/O of ``policy_store.fetch`` and ``risk.model``, seconds."""
+        slow = self.step_slowdown
+        fetch = latency * FETCH_SHARE * slow.get((action_type, FETCH), slow.get((None, FETCH), 1.0))
+        model = latency * (1 - FETCH_SHARE) * slow.get((action_type, MODEL), slow.get((None, MODEL), 1.0))
+        return fetch, model
+
+    @instrument(name=FETCH)
+    def _fetch_policy(self, seconds: float) -> None:
+        self._wait(seconds)
+
+    @instrument(name=FETCH)
+    async def _afetch_policy(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    @instrument(name=MODEL)
+    def _score(self, seconds: float) -> None:
+        self._wait(seconds)
+
+    @instrument(name=MODEL)
+    async def _ascore(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    @instrument(name=CHECK)
     def _decide(self, agent_id: str, action: str, action_type: str, shadow: bool, failed: bool) -> Decision:
         if failed:
             raise GovernanceError(f"policy store unavailable while judging {agent_id}")
@@ -129,8 +166,11 @@ class IntegratedGovernance:
     ) -> Decision:
         """Judge one agent action. Raises ``GovernanceError`` at ``error_rate``."""
         latency, failed = self._draw(action_type, ml_blend)
-        self._wait(latency)
-        return self._decide(agent_id, action, action_type, shadow, failed)
+        fetch, model = self._io(action_type, latency)
+        self._fetch_policy(fetch)
+        decision = self._decide(agent_id, action, action_type, shadow, failed)
+        self._score(model)
+        return decision
 
     @instrument(name="process_action", action_arg="action_type")
     async def aprocess_action(
@@ -145,5 +185,8 @@ class IntegratedGovernance:
     ) -> Decision:
         """``process_action`` for asyncio services: the simulated I/O awaits."""
         latency, failed = self._draw(action_type, ml_blend)
-        await asyncio.sleep(latency)
-        return self._decide(agent_id, action, action_type, shadow, failed)
+        fetch, model = self._io(action_type, latency)
+        await self._afetch_policy(fetch)
+        decision = self._decide(agent_id, action, action_type, shadow, failed)
+        await self._ascore(model)
+        return decision

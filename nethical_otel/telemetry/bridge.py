@@ -6,7 +6,9 @@ anything else the service records) are collected as usual and our histograms are
 one more scope, ``nethical_otel``. Everything here runs at collection time, never on the
 hot path: a scrape or export pays for formatting, a call does not.
 
-Temporality is cumulative (what Prometheus and ``prometheusremotewrite`` need).
+Temporality is cumulative (what Prometheus and ``prometheusremotewrite`` need). Each point
+carries the exemplars its series' reservoir took since that reader's previous collection (an
+exemplar is news once: sent again, Prometheus would count it out of order).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from opentelemetry.sdk.metrics import Exemplar as OtelExemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Buckets,
@@ -35,7 +38,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from nethical_otel._version import __version__
 from nethical_otel.names import DURATION, SCOPE
-from nethical_otel.telemetry.recorder import RecorderRegistry
+from nethical_otel.telemetry.recorder import ExemplarSlots, RecorderRegistry, SeriesRecorder
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,6 +78,10 @@ class LeLayout:
         self._octave_bits = int(per_octave).bit_length() - 1
         self._size = len(self.bounds) + 1
 
+    def exemplar_slots(self) -> ExemplarSlots:
+        """The reservoirs' slots: one per ``le`` bucket of this layout."""
+        return ExemplarSlots(self.per_octave, self.lo, self.hi)
+
     def counts(self, hist: LatencyHistogram) -> np.ndarray:
         """Counts per ``le`` bucket, not cumulative (``len(bounds) + 1`` values, last is +Inf)."""
         import numpy as np
@@ -97,8 +104,20 @@ class LeLayout:
         return self.counts(hist).cumsum().tolist()
 
 
+def _otel_exemplars(recorder: SeriesRecorder, since_ns: int) -> list[OtelExemplar]:
+    return [
+        OtelExemplar({}, e.value, e.time_ns, span_id=e.span_id, trace_id=e.trace_id)
+        for e in recorder.exemplars_since(since_ns)
+    ]
+
+
 def _explicit_point(
-    attributes: dict, hist: LatencyHistogram, layout: LeLayout, start_ns: int, now_ns: int
+    attributes: dict,
+    hist: LatencyHistogram,
+    layout: LeLayout,
+    start_ns: int,
+    now_ns: int,
+    exemplars: list[OtelExemplar],
 ) -> HistogramDataPoint:
     return HistogramDataPoint(
         attributes=attributes,
@@ -110,12 +129,12 @@ def _explicit_point(
         explicit_bounds=layout.bounds,
         min=hist.min,
         max=hist.max,
-        exemplars=[],
+        exemplars=exemplars,
     )
 
 
 def _exponential_point(
-    attributes: dict, hist: LatencyHistogram, start_ns: int, now_ns: int
+    attributes: dict, hist: LatencyHistogram, start_ns: int, now_ns: int, exemplars: list[OtelExemplar]
 ) -> ExponentialHistogramDataPoint:
     scale = hist.scale
     while hist.counts.size > OTLP_EXPONENTIAL_MAX_SIZE:
@@ -134,7 +153,7 @@ def _exponential_point(
         flags=0,
         min=hist.min,
         max=hist.max,
-        exemplars=[],
+        exemplars=exemplars,
     )
 
 
@@ -167,25 +186,33 @@ class HistogramBridge:
         """A forked child's series start empty: their cumulative start time is now."""
         self._start_ns = time.time_ns()
 
-    def metric(self, exponential: bool) -> Metric | None:
+    def metric(self, exponential: bool, exemplars_since_ns: int | None = None) -> Metric | None:
+        """The histogram metric; with exemplars recorded after ``exemplars_since_ns`` (None: none)."""
         now_ns = time.time_ns()
-        series = list(self.registry.histograms())
-        if not series:
+        points = []
+        for recorder in self.registry.recorders():
+            if not isinstance(recorder, SeriesRecorder):
+                continue
+            hist = recorder.snapshot()
+            if not hist.count:
+                continue
+            since = exemplars_since_ns
+            exemplars = [] if since is None else _otel_exemplars(recorder, since)
+            attributes, start = recorder.attributes, self._start_ns
+            if exponential:
+                points.append(_exponential_point(attributes, hist, start, now_ns, exemplars))
+            else:
+                points.append(_explicit_point(attributes, hist, self.layout, start, now_ns, exemplars))
+        if not points:
             return None
-        if exponential:
-            data = ExponentialHistogram(
-                data_points=[_exponential_point(a, h, self._start_ns, now_ns) for a, h in series],
-                aggregation_temporality=AggregationTemporality.CUMULATIVE,
-            )
-        else:
-            data = Histogram(
-                data_points=[_explicit_point(a, h, self.layout, self._start_ns, now_ns) for a, h in series],
-                aggregation_temporality=AggregationTemporality.CUMULATIVE,
-            )
+        kind = ExponentialHistogram if exponential else Histogram
+        data = kind(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
         return Metric(name=DURATION, description=DURATION_DESCRIPTION, unit="s", data=data)
 
-    def merge_into(self, collected: MetricsData | None, exponential: bool) -> MetricsData | None:
-        metric = self.metric(exponential)
+    def merge_into(
+        self, collected: MetricsData | None, exponential: bool, exemplars_since_ns: int | None = None
+    ) -> MetricsData | None:
+        metric = self.metric(exponential, exemplars_since_ns)
         if metric is None:
             return collected
         resource_metrics = list(collected.resource_metrics) if collected else []
@@ -211,10 +238,13 @@ class HistogramBridge:
         if collect is None:
             raise RuntimeError("attach the bridge after the reader is registered on a MeterProvider")
 
+        exemplars_since = [self._start_ns]  # this reader's: each exemplar goes out once per reader
+
         def collect_with_histograms(metric_reader: MetricReader, timeout_millis: float = 10_000):
             collected = collect(metric_reader, timeout_millis=timeout_millis)
             try:
-                return self.merge_into(collected, exponential)
+                since, exemplars_since[0] = exemplars_since[0], time.time_ns()
+                return self.merge_into(collected, exponential, since)
             except Exception:  # the SDK's own metrics still go out
                 if not self._failed:
                     self._failed = True

@@ -5,11 +5,18 @@ the duration, return. Attribute dicts and series are computed once per (site, pi
 span attributes are only built for sampled calls. Instrumentation never raises into the
 wrapped function: a failure of ours is logged once and the call goes on; the function's
 own exceptions are re-raised unchanged.
+
+The action (and cohort) of the call in progress is kept in a context variable, so a call
+made inside it (an ``action()`` block, another ``@instrument``ed function, in the same thread
+or an ``asyncio`` task it starts) is recorded as its sub-step (``nethical.action.parent``,
+and the parent's cohort when it has none). A sampled call also offers its trace and span ids
+as an exemplar of its latency bucket; unsampled and metrics-only calls skip that.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import inspect
 import logging
@@ -32,6 +39,12 @@ from nethical_otel.text import clean
 _log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# (action, cohort) of the instrumented call in progress, raw (the registry folds them). A call
+# inside it is its sub-step, and takes its cohort when it has none of its own.
+_PARENT: contextvars.ContextVar[tuple[str, str | None] | None] = contextvars.ContextVar(
+    "nethical_otel_parent", default=None
+)
 
 
 class _State:
@@ -161,12 +174,13 @@ def _describe(exc: BaseException, error_type: str) -> str:
 class _Binding:
     """A site's view of one pipeline: the series and in-flight counter it records into."""
 
-    __slots__ = ("active", "generation", "pipeline", "series", "tracing")
+    __slots__ = ("active", "exemplars", "generation", "pipeline", "series", "tracing")
 
     def __init__(self, site: _Site, pipeline, generation: int) -> None:
         self.pipeline = pipeline
         self.generation = generation
         self.tracing = pipeline is not None and pipeline.tracer is not None
+        self.exemplars = self.tracing and getattr(pipeline.registry, "keeps_exemplars", False)
         static = pipeline is not None and not site.dynamic
         self.series = pipeline.registry.series(site.action, None) if static else None
         self.active = pipeline.registry.active(site.action) if static else None
@@ -195,6 +209,7 @@ class _Site:
         self.agent_from = _arg_position(signature, agent_id_arg)
         self.dynamic = self.action_from[1] is not None or self.cohort_from[1] is not None
         self.traced_args = self.dynamic or self.agent_from[1] is not None
+        self.context_value = (self.action, None)  # what a static site's calls are to their sub-steps
         self.binding = _Binding(self, None, -1)
 
     def bind(self) -> _Binding:
@@ -229,21 +244,31 @@ class _Site:
 class _Call:
     """One call in progress: begin() before the wrapped code, ok()/failed() after it."""
 
-    __slots__ = ("action", "active", "binding", "cohort", "series", "span", "token")
+    __slots__ = ("action", "active", "binding", "cohort", "parent", "parent_token", "series", "span", "token")
 
     def __init__(self, site: _Site, binding: _Binding, args: tuple, kwargs: dict) -> None:
         self.binding = binding
-        self.span = self.token = None
+        self.span = self.token = self.parent_token = None
         registry = binding.pipeline.registry
+        parent = _PARENT.get()
         if site.dynamic:
             action, cohort, agent_id = site.values(args, kwargs)
-            self.series = registry.series(action, cohort)
+            if parent is not None and cohort is None:
+                cohort = parent[1]
+            self.series = registry.series(action, cohort, None, None if parent is None else parent[0])
             self.active = registry.active(action)
+            mine = (action, cohort)
         else:
             action, cohort = site.action, None
             agent_id = _pick(args, kwargs, site.agent_from) if site.traced_args else None
-            self.series, self.active = binding.series, binding.active
-        self.action, self.cohort = action, cohort
+            self.active = binding.active
+            if parent is None:
+                self.series, mine = binding.series, site.context_value
+            else:
+                cohort = parent[1]
+                self.series = registry.series(action, cohort, None, parent[0])
+                mine = (action, cohort)
+        self.action, self.cohort, self.parent = action, cohort, parent
         if binding.tracing:
             try:
                 self.span, self.token = binding.pipeline.start_span(
@@ -252,25 +277,47 @@ class _Call:
             except Exception:
                 _warn_once("starting a span")
         self.active.append(None)
+        self.parent_token = _PARENT.set(mine)  # last: nothing after it can fail
 
     def _leave(self) -> None:
         with contextlib.suppress(IndexError):  # emptied by fork() while this call was in flight
             self.active.pop()
 
+    def _restore_parent(self) -> None:
+        try:
+            _PARENT.reset(self.parent_token)
+        except ValueError:  # a generator or callback left the context it was entered in
+            _PARENT.set(self.parent)
+
+    def _offer(self, series, seconds: float) -> None:
+        """A sampled call's trace and span ids, as an exemplar of its latency bucket."""
+        span = self.span  # only a sampled (recording) span is kept on the call
+        if span is not None and self.binding.exemplars:
+            context = span.get_span_context()
+            series.offer(seconds, context.trace_id, context.span_id)
+
     def ok(self, seconds: float) -> None:
+        self._restore_parent()
         self._end_span(None)
         try:
             self._leave()
-            self.series.observe(seconds)
+            series = self.series
+            series.observe(seconds)
+            if self.span is not None:
+                self._offer(series, seconds)
         except Exception:
             _warn_once("recording a call")
 
     def failed(self, seconds: float, exc: BaseException) -> None:
+        self._restore_parent()
         error_type = type(exc).__qualname__
         self._end_span(exc, error_type)
         try:
             self._leave()
-            self.binding.pipeline.registry.series(self.action, self.cohort, error_type).observe(seconds)
+            parent = None if self.parent is None else self.parent[0]
+            series = self.binding.pipeline.registry.series(self.action, self.cohort, error_type, parent)
+            series.observe(seconds)
+            self._offer(series, seconds)
         except Exception:
             _warn_once("recording a failed call")
 

@@ -137,6 +137,9 @@ class _ApiSeries:
     def observe(self, seconds: float) -> None:
         self._histogram.record(seconds, self.attributes)
 
+    def offer(self, seconds: float, trace_id: int, span_id: int) -> None:
+        """Exemplars on this path are the SDK's own (its exemplar filter and reservoirs)."""
+
 
 def api_pipeline(
     settings: Settings,

@@ -19,22 +19,35 @@ Attribute values come from the caller's arguments and may be anything: ``clean``
 each into a ``str`` every exporter accepts (``str()`` guarded, invalid UTF-8 replaced,
 length capped) and never raises.
 
+Exemplars: a call whose span is sampled also offers (value, trace id, span id, time) to
+its series' reservoir, one slot per ``le`` bucket of the explicit layout (the OpenTelemetry
+SDK's aligned-histogram-bucket reservoir): the newest exemplar of each bucket is kept, so a
+series holds at most ``len(bounds) + 1`` of them (about 70 tuples) and the slow tail always
+has one. Unsampled and metrics-only calls never reach it.
+
+A call made inside another instrumented call is recorded in a series of its own with
+``nethical.action.parent`` (the enclosing call's action, folded like every action): the
+detector compares these sub-steps to say where a slowdown is.
+
 Fork safety: in a forked child every lock is new and every series starts empty (the
-parent's buffered values belong to the parent's export, not the child's).
+parent's buffered values and exemplars belong to the parent's export, not the child's).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
+import time
 import weakref
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from nethical_otel.names import ACTION, COHORT, ERROR_TYPE, ERROR_TYPE_OTHER, OTHER, OVERFLOW
+from nethical_otel.exemplar import Exemplar
+from nethical_otel.names import ACTION, COHORT, ERROR_TYPE, ERROR_TYPE_OTHER, OTHER, OVERFLOW, PARENT
 from nethical_otel.text import clean
 
 if TYPE_CHECKING:
@@ -45,17 +58,63 @@ _log = logging.getLogger(__name__)
 DRAIN_AT = 512
 
 
+class ExemplarSlots:
+    """Which ``le`` bucket of ``2 ** (k / per_octave)`` bounds, ``k in lo..hi``, a value falls in:
+    the slot of the aligned reservoir (0 .. hi - lo + 1, the last one is +Inf)."""
+
+    __slots__ = ("_hi", "_lo", "_per_octave")
+
+    def __init__(self, per_octave: int, lo: int, hi: int) -> None:
+        self._per_octave, self._lo, self._hi = per_octave, lo, hi
+
+    def __call__(self, seconds: float) -> int:
+        if not seconds > 0:  # 0, negative, NaN: the first bucket
+            return 0
+        if seconds == math.inf:
+            return self._hi - self._lo + 1
+        k = math.ceil(math.log2(seconds) * self._per_octave)
+        return min(max(k, self._lo), self._hi + 1) - self._lo
+
+
 class SeriesRecorder:
-    """Latencies of one metric series: (action, cohort, error.type)."""
+    """Latencies of one metric series: (action, cohort, error.type[, parent]), and its exemplars."""
 
-    __slots__ = ("__weakref__", "_histogram", "_lock", "attributes", "error_type", "pending")
+    __slots__ = (
+        "__weakref__",
+        "_histogram",
+        "_lock",
+        "_slots",
+        "attributes",
+        "error_type",
+        "exemplars",
+        "pending",
+    )
 
-    def __init__(self, attributes: dict[str, str], error_type: str | None, scale: int) -> None:
+    def __init__(
+        self,
+        attributes: dict[str, str],
+        error_type: str | None,
+        scale: int,
+        slots: ExemplarSlots | None = None,
+    ) -> None:
         self.attributes = attributes
         self.error_type = error_type
         self.pending = array("d")
         self._histogram = _new_histogram(scale)
         self._lock = threading.Lock()
+        self._slots = slots
+        self.exemplars: dict[int, Exemplar] = {}  # le slot -> the newest exemplar in it
+
+    def offer(self, seconds: float, trace_id: int, span_id: int) -> None:
+        """Keep a sampled call as its bucket's exemplar (the newest one of each bucket wins)."""
+        slots = self._slots
+        if slots is not None:
+            self.exemplars[slots(seconds)] = Exemplar(seconds, trace_id, span_id, time.time_ns())
+
+    def exemplars_since(self, since_ns: int = 0) -> list[Exemplar]:
+        """The exemplars recorded after ``since_ns``, by bucket (a copy: safe while calls go on)."""
+        kept = list(self.exemplars.items())
+        return [e for _, e in sorted(kept) if e.time_ns > since_ns]
 
     def observe(self, seconds: float) -> None:
         pending = self.pending
@@ -87,6 +146,7 @@ class SeriesRecorder:
     def _reset_after_fork(self) -> None:
         self._lock = threading.Lock()
         del self.pending[:]
+        self.exemplars = {}
         self._histogram = _new_histogram(self._histogram.scale)
 
 
@@ -141,18 +201,21 @@ class RecorderRegistry:
         max_attribute_values: int,
         max_series: int = 2000,
         make_series: Callable[[dict[str, str], str | None], SeriesRecorder] | None = None,
+        exemplar_slots: ExemplarSlots | None = None,
     ) -> None:
+        """``exemplar_slots``: the ``le`` layout the reservoirs align to; None keeps no exemplars."""
         if make_series is None:
             # Import numpy now, in setup(), and not in some thread's first call: an import in
             # progress when another thread forks leaves the child blocked on its module lock.
             _new_histogram(scale)
         self._make_series = make_series or (
-            lambda attrs, error_type: SeriesRecorder(attrs, error_type, scale)
+            lambda attrs, error_type: SeriesRecorder(attrs, error_type, scale, exemplar_slots)
         )
+        self.keeps_exemplars = exemplar_slots is not None
         self._max_series = max_series
-        self._series: dict[tuple[str, str | None, str | None], SeriesRecorder] = {}
+        self._series: dict[tuple[str, str | None, str | None, str | None], SeriesRecorder] = {}
         # Raw key -> recorder, including folded ones; bounded so hostile input cannot grow it.
-        self._lookup: dict[tuple[str, str | None, str | None], SeriesRecorder] = {}
+        self._lookup: dict[tuple[str, str | None, str | None, str | None], SeriesRecorder] = {}
         self._lookup_limit = 16 * max_attribute_values
         self._actions = _ValueLimiter(ACTION, max_attribute_values)
         self._cohorts = _ValueLimiter(COHORT, max_attribute_values)
@@ -163,9 +226,14 @@ class RecorderRegistry:
         self._active_by_action: dict[str, deque[None]] = {}
         _REGISTRIES.add(self)
 
-    def series(self, action: str, cohort: str | None, error_type: str | None = None) -> SeriesRecorder:
-        """The recorder for these raw values (the hot path calls this on a cache miss only)."""
-        key = (action, cohort, error_type)
+    def series(
+        self, action: str, cohort: str | None, error_type: str | None = None, parent: str | None = None
+    ) -> SeriesRecorder:
+        """The recorder for these raw values (the hot path calls this on a cache miss only).
+
+        ``parent``: the action of the instrumented call this one runs inside, if any.
+        """
+        key = (action, cohort, error_type, parent)
         found = self._lookup.get(key)
         if found is not None:
             return found
@@ -174,6 +242,7 @@ class RecorderRegistry:
                 self._actions(clean(action)),
                 None if cohort is None else self._cohorts(clean(cohort)),
                 None if error_type is None else self._error_types(clean(error_type)),
+                None if parent is None else self._actions(clean(parent)),
             )
             recorder = self._series.get(folded)
             if recorder is None:
@@ -185,6 +254,8 @@ class RecorderRegistry:
                         attributes[COHORT] = folded[1]
                     if folded[2] is not None:
                         attributes[ERROR_TYPE] = folded[2]
+                    if folded[3] is not None:
+                        attributes[PARENT] = folded[3]
                     recorder = self._make_series(attributes, folded[2])
                     self._series[folded] = recorder
             if len(self._lookup) < self._lookup_limit:
@@ -234,6 +305,12 @@ class RecorderRegistry:
                 hist = recorder.snapshot()
                 if hist.count:
                     yield recorder.attributes, hist
+
+    def exemplars(self) -> Iterator[tuple[dict[str, str], list[Exemplar]]]:
+        """(attributes, exemplars) of every series that has some."""
+        for recorder in self.recorders():
+            if isinstance(recorder, SeriesRecorder) and recorder.exemplars:
+                yield recorder.attributes, recorder.exemplars_since()
 
     def _reset_after_fork(self) -> None:
         self._lock = threading.Lock()

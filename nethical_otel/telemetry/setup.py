@@ -256,10 +256,13 @@ class Telemetry:
         exponential = s.histogram_aggregation == "base2_exponential_bucket_histogram"
         # (reader, wants exponential histograms)
         readers = [(reader, exponential) for reader in (*_metric_readers(s), *metric_readers)]
-        self.registry = RecorderRegistry(
-            scale=s.histogram_scale, max_attribute_values=s.max_attribute_values, max_series=s.max_series
-        )
         layout = LeLayout(s.bucket_min_s, s.bucket_max_s, s.buckets_per_octave)
+        self.registry = RecorderRegistry(
+            scale=s.histogram_scale,
+            max_attribute_values=s.max_attribute_values,
+            max_series=s.max_series,
+            exemplar_slots=layout.exemplar_slots() if s.exemplar_filter != "always_off" else None,
+        )
         # /metrics writes our histograms itself; its SDK reader carries only the meters' metrics.
         prometheus_reader = self._start_prometheus(layout) if s.prometheus_enabled else None
         self.meter_provider = MeterProvider(

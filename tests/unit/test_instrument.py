@@ -17,7 +17,8 @@ from opentelemetry.trace import StatusCode
 
 import nethical_otel
 from nethical_otel.example import GovernanceError, IntegratedGovernance
-from nethical_otel.names import ACTION, ACTIVE, AGENT_ID, COHORT, DURATION, ERROR_TYPE, OTHER
+from nethical_otel.example.governance import SUBSTEPS
+from nethical_otel.names import ACTION, ACTIVE, AGENT_ID, COHORT, DURATION, ERROR_TYPE, OTHER, PARENT
 from tests.sdk_metrics import data_points
 
 
@@ -96,9 +97,12 @@ def test_example_service_labels_by_action_type(otel):
     gov = IntegratedGovernance(seed=3, error_rate=0.0, latency_scale=0.05)
     for action_type in ("query", "query", "tool_call"):
         gov.process_action("agent-1", "summarize", cohort="treatment", action_type=action_type)
-    counts = {p.attributes[ACTION]: p.count for p in otel.points()}
-    assert counts == {"query": 2, "tool_call": 1}
-    assert {s.attributes[ACTION] for s in otel.finished()} == {"query", "tool_call"}
+    counts = {(p.attributes[ACTION], p.attributes.get(PARENT)): p.count for p in otel.points()}
+    steps = {(step, parent): n for parent, n in (("query", 2), ("tool_call", 1)) for step in SUBSTEPS}
+    assert counts == {("query", None): 2, ("tool_call", None): 1, **steps}
+    assert {p.attributes[COHORT] for p in otel.points()} == {"treatment"}, "sub-steps take the parent's"
+    top = [s for s in otel.finished() if s.name == "process_action"]
+    assert {s.attributes[ACTION] for s in top} == {"query", "tool_call"}
 
 
 async def test_async_function(otel):
