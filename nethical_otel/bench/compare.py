@@ -16,6 +16,11 @@ Outcome: every metric gets a status, ``regression`` ones carry the policy's seve
 Each tested comparison also carries its minimum detectable effect (``Comparison.mde``): the
 smallest change it would have caught, which the report shows so that "no regression" says
 how large a regression could still hide in the noise.
+
+Given the runs' CPU profiles (``cpuprofile.load_profiles``), the comparison carries their
+diff (``profile``), or which runs had none (``profile_missing``), for the report's "Where the
+time went"; a profile never changes a verdict. So do the runs' instrumented sub-steps
+(``bench.substeps``), ranked as the detector's alerts rank them.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from nethical_otel.bench.budget import Budget, BudgetCheck
+from nethical_otel.bench.cpuprofile import ProfileDiff, ProfilePair
 from nethical_otel.bench.results import RunResult
+from nethical_otel.bench.substeps import ParentChanges, diff_substeps
 from nethical_otel.stats import Comparison, Finding, Policy, PolicyBook, evaluate, quantile_name
 from nethical_otel.stats.policy import SEVERITIES, evaluate_points
 
@@ -118,6 +125,11 @@ class RunComparison:
     fail_on: str = "critical"
     notes: list[str] = field(default_factory=list)
     series: RunSeries = field(default_factory=RunSeries)
+    profile: ProfileDiff | None = None
+    # The instrumented sub-steps whose time per parent call grew (``bench.substeps``).
+    substeps: list[ParentChanges] = field(default_factory=list)
+    # Runs without a profile file; empty when both had one or when one was unusable (warned).
+    profile_missing: list[str] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[MetricChange]:
@@ -158,10 +170,12 @@ def compare_runs(
     budget: Budget | None = None,
     fail_on: str = "critical",
     series: RunSeries | None = None,
+    profiles: ProfilePair | None = None,
 ) -> RunComparison:
     """Apply ``policy`` (default: the guide's thresholds) and ``budget`` to two runs.
 
     A ``PolicyBook`` gives the policy of ``series`` (default: ``run_series(current)``).
+    ``profiles`` (``cpuprofile.load_profiles``) are carried to the report as they are.
     """
     series = series or run_series(current)
     if isinstance(policy, PolicyBook):
@@ -210,7 +224,13 @@ def compare_runs(
             "The runs were configured differently (" + "; ".join(differences) + "): compare with care."
         )
     checks = budget.check(current) if budget else []
-    return RunComparison(baseline, current, metrics, checks, policy, fail_on, notes, series)
+    comparison = RunComparison(baseline, current, metrics, checks, policy, fail_on, notes, series)
+    before, after = baseline.details.get("substeps"), current.details.get("substeps")
+    comparison.substeps = diff_substeps(before, after, policy, current.source or "the runs")
+    if profiles is not None:
+        comparison.profile = profiles.diff
+        comparison.profile_missing = [] if profiles.warnings else list(profiles.missing)
+    return comparison
 
 
 def _label(q: float) -> str:

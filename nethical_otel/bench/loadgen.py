@@ -19,6 +19,10 @@ Guarantees:
   number and errors are kept apart in the details, ``warmup_requests``/``warmup_errors``).
   The measured window is ``duration_s`` seconds, ``round(rps * duration_s)`` requests.
 
+- **Profiling** (``profile=True``) is a phase of its own *after* the measured run:
+  ``LoadRun.profile()`` calls the target one call after another under cProfile
+  (``nethical_otel.bench.cpuprofile``), so the profiler never touches the measured latencies.
+
 Cost: a few microseconds of Python per request (one counter step, one sleep, three array
 stores), no per-request allocation beyond the call itself; ``benchmarks/loadgen.py`` sustains
 10,000 requests/s against a cheap in-process target on two cores. Latencies go into
@@ -43,7 +47,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,6 +55,9 @@ from nethical_otel.bench.results import BenchError, RunResult
 from nethical_otel.bench.sysinfo import rss_mb
 from nethical_otel.errors import redact_url
 from nethical_otel.stats import LatencyHistogram
+
+if TYPE_CHECKING:
+    from nethical_otel.bench.cpuprofile import CpuProfile, ProfileProgress
 
 DEFAULT_TARGET = "nethical_otel.example.governance:IntegratedGovernance.process_action"
 # More requests than this in one run would take more memory than a CI runner should spend.
@@ -90,6 +97,15 @@ class LoadConfig:
     drain_timeout_s: float = 10.0
     request_timeout_s: float = 30.0
     branch: str | None = None
+    profile: bool = False
+    profile_s: float | None = None
+
+    @property
+    def profile_seconds(self) -> float:
+        """The profiling phase, seconds: as given, else ``default_profile_seconds(duration_s)``."""
+        from nethical_otel.bench.cpuprofile import default_profile_seconds
+
+        return self.profile_s if self.profile_s is not None else default_profile_seconds(self.duration_s)
 
     @property
     def warmup(self) -> float:
@@ -303,6 +319,13 @@ class LoadRun:
             raise BenchError(f"--duration must be > 0, got {config.duration_s}")
         if config.warmup < 0:
             raise BenchError(f"--warmup must be >= 0, got {config.warmup}")
+        if config.profile and config.url:
+            raise BenchError(
+                "--profile profiles a target in this process (--target); the server behind --url "
+                "runs elsewhere: profile it there, or load its handler with --target"
+            )
+        if config.profile and not config.profile_seconds > 0:
+            raise BenchError(f"--profile-duration must be > 0, got {config.profile_seconds}")
         self.config = config
         self.n_warmup = round(config.warmup * config.rps)
         self.n_measured = max(1, round(config.duration_s * config.rps))
@@ -319,6 +342,7 @@ class LoadRun:
                 else resolve_target(config.target)
             )
         self.target = target
+        self._substeps = None  # the run's SubStepRecorder, while it runs
         # Built before the run: a flag the target does not take fails here, not mid-run.
         self._plans = [
             call_plan(target, k, config.cohort, config.shadow, config.ml_blend) for k in range(config.agents)
@@ -406,6 +430,16 @@ class LoadRun:
     def run(
         self, on_progress: Callable[[Progress], None] | None = None, refresh_s: float = 0.25
     ) -> RunResult:
+        """The measured run. An in-process target's instrumented sub-steps are recorded too
+        (``bench.substeps``), after the warm-up, into ``details["substeps"]``."""
+        if self.target.session is not None:
+            return self._run(on_progress, refresh_s)
+        from nethical_otel.bench.substeps import recording
+
+        with recording() as self._substeps:
+            return self._run(on_progress, refresh_s)
+
+    def _run(self, on_progress: Callable[[Progress], None] | None, refresh_s: float) -> RunResult:
         config = self.config
         started_at = datetime.now(timezone.utc)
         memory_start = rss_mb()
@@ -444,8 +478,13 @@ class LoadRun:
         refresh_s: float,
     ) -> None:
         last_done, last_at = 0, time.perf_counter()
+        warmed_at = self.t0 + self.n_warmup * self.interval  # when the measured requests start
+        substeps = self._substeps
         while True:
             now = time.perf_counter()
+            if substeps is not None and now >= warmed_at:
+                substeps.mark_start()
+                substeps = None
             alive = [w for w in workers if w.is_alive()]
             if not alive or now >= deadline:
                 break
@@ -453,9 +492,31 @@ class LoadRun:
                 progress = self.progress(now, last_done, last_at)
                 last_done, last_at = progress.completed, now
                 on_progress(progress)
-            alive[0].join(timeout=min(refresh_s, max(0.0, deadline - now)))
+            wake = min(deadline, warmed_at) if substeps is not None else deadline
+            alive[0].join(timeout=min(refresh_s, max(0.0, wake - now)))
         if on_progress is not None:
             on_progress(self.progress(time.perf_counter(), last_done, last_at))
+
+    def profile(self, on_progress: Callable[[ProfileProgress], None] | None = None) -> CpuProfile:
+        """The profiling phase (after ``run()``): the agents' calls, interleaved, one after
+        another in one thread under cProfile for ``config.profile_seconds``. A call still running
+        ``drain_timeout_s`` after the phase's end is a ``BenchError`` (no profile)."""
+        from nethical_otel.bench.cpuprofile import collect
+
+        if self.target.session is not None:
+            raise BenchError("--profile needs an in-process target (--target), not --url")
+        longest = max(len(plan) for plan in self._plans)
+        calls = [plan[step % len(plan)] for step in range(longest) for plan in self._plans]
+        seconds = self.config.profile_seconds
+        return collect(
+            self.target.func,
+            calls,
+            is_async=self.target.is_async,
+            seconds=seconds,
+            timeout_s=seconds + self.config.drain_timeout_s,
+            target=self.target.label,
+            on_progress=on_progress,
+        )
 
     def stop(self) -> None:
         """Stop scheduling new requests (those in flight finish); run() then returns."""
@@ -528,6 +589,7 @@ class LoadRun:
             "warmup_requests": self.n_warmup,
             "warmup_errors": int(np.count_nonzero(self.failed[: self.n_warmup])),
             "service_time_histogram": service.to_dict(),
+            "substeps": self._substeps.document() if self._substeps is not None else None,
             "shadow": config.shadow,
             "ml_blend": config.ml_blend,
         }

@@ -6,17 +6,25 @@ threshold or budget, how large a change the runs could have shown (the minimum d
 effect of each test), and the configuration footer. It starts with an HTML comment
 (``MARKER``) that the workflow uses to find and update its own comment instead of adding one
 per push.
+
+When something regressed and both runs have a CPU profile (``load --profile``), the markdown
+and the text add "Where the time went": the functions whose self time per target call moved
+most (``cpuprofile.diff_profiles``); without a profile on one side, one line says how to get
+one. The JSON has the profile diff whenever both profiles are there.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from typing import Any
 
 from nethical_otel.bench.budget import BudgetCheck
 from nethical_otel.bench.compare import MetricChange, RunComparison
+from nethical_otel.bench.cpuprofile import FunctionChange, ProfileDiff, display_name, location
 from nethical_otel.bench.results import RunResult
+from nethical_otel.stats.attribution import ALL, SubStepChange
 from nethical_otel.stats.significance import MDE_POWER
 
 MARKER = "<!-- nethical-otel:performance-benchmark -->"
@@ -190,6 +198,129 @@ def _join(items: list[str], word: str) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {word} " + items[-1]
 
 
+# -- where the time went (CPU profiles) -----------------------------------------------------
+
+PROFILE_HEADER = ("Function", "Where", "Baseline ms/call", "Current ms/call", "Change", "Cumulative ms/call")
+
+
+def _per_call(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def profile_cells(row: FunctionChange) -> tuple[str, ...]:
+    """A row of the table: name, file:line, own ms per target call on each side, the change
+    (ms and %), cumulative ms per call baseline -> current."""
+    pct = row.change_pct
+    change = f"{row.change_ms:+.3f} ms" + (" (new)" if pct is None else f" ({pct:+.1f}%)")
+    cumulative = f"{_per_call(row.base_cumulative_ms)} → {_per_call(row.current_cumulative_ms)}"
+    via = f" ← {display_name(row.via.function)}" if row.via is not None else ""
+    return (
+        display_name(row.function) + via,
+        location(row.file, row.line),
+        _per_call(row.base_ms),
+        _per_call(row.current_ms),
+        change,
+        cumulative,
+    )
+
+
+def profile_intro(diff: ProfileDiff) -> str:
+    return (
+        f"CPU profiles after the measured runs (cProfile, one call at a time: {diff.base_calls:,} calls "
+        f"on the baseline, {diff.current_calls:,} on the current run); profiled code "
+        f"{diff.base_ms:.3f} → {diff.current_ms:.3f} ms per call. Ranked by the change of self time per "
+        "call (own code and the built-ins it calls); cumulative adds its callees; "
+        "f ← g: g is the caller through which a shared function's time moved most."
+    )
+
+
+SUBSTEP_HEADER = (
+    "Action", "Sub-step", "Baseline ms/call", "Current ms/call", "Change", "Share", "Own change"
+)  # fmt: skip
+SUBSTEP_INTRO = (
+    "Instrumented sub-steps (calls nested in the action), in ms per call of the action, ranked "
+    "as the detector's alerts rank them; share: of the action's change of mean latency."
+)
+
+
+def substep_cells(action: str, change: SubStepChange) -> tuple[str, ...]:
+    if not math.isfinite(change.share):
+        share = "–"
+    else:
+        share = "all" if change.share >= ALL else f"{change.share:.0%}"
+    own = "n/a" if math.isnan(change.change_pct) else f"{change.metric} {change.change_pct:+.1f}%"
+    base, now = change.baseline_per_call_s * 1e3, change.current_per_call_s * 1e3
+    return (
+        action,
+        change.action,
+        f"{base:.3f}",
+        f"{now:.3f}",
+        f"{change.delta_s * 1e3:+.3f} ms ({(now / base - 1) * 100:+.1f}%)" if base > 0 else f"{now:+.3f} ms",
+        share,
+        own + (" (significant)" if change.significant else ""),
+    )
+
+
+def _substep_rows(comparison: RunComparison) -> list[tuple[str, ...]]:
+    return [substep_cells(g.action, c) for g in comparison.substeps for c in g.changes]
+
+
+def _show_where(comparison: RunComparison) -> bool:
+    return comparison.regressed and (comparison.profile is not None or bool(comparison.substeps))
+
+
+def _missing_profile_note(comparison: RunComparison) -> str | None:
+    if not comparison.regressed or comparison.profile is not None or not comparison.profile_missing:
+        return None
+    names = " and ".join(f"`{m}`" for m in comparison.profile_missing)
+    return (
+        f"No CPU profile for {names}: run `nethical-otel load --profile` on both sides to see "
+        "where the time went."
+    )
+
+
+def _substeps_markdown(comparison: RunComparison) -> list[str]:
+    rows = _substep_rows(comparison)
+    if not rows:
+        return []
+    lines = [SUBSTEP_INTRO, "", "| " + " | ".join(SUBSTEP_HEADER) + " |"]
+    lines.append("|" + "|".join("---" for _ in SUBSTEP_HEADER) + "|")
+    for action, step, *rest in rows:
+        lines.append("| " + " | ".join([f"`{action}`", f"`{step}`", *rest]) + " |")
+    return [*lines, ""]
+
+
+def _profile_markdown(diff: ProfileDiff) -> list[str]:
+    lines = [profile_intro(diff), ""]
+    if not diff.rows:
+        return [*lines, "No function's time per call changed by 0.001 ms or more.", ""]
+    lines += ["| " + " | ".join(PROFILE_HEADER) + " |", "|" + "|".join("---" for _ in PROFILE_HEADER) + "|"]
+    for row in diff.rows:
+        name, where, *rest = profile_cells(row)
+        function, arrow, caller = name.partition(" ← ")
+        shown = f"`{function}`" + (f" ← `{caller}`" if arrow else "")
+        cells = [shown, f"`{where}`", *rest]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return [*lines, ""]
+
+
+def _table_text(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+
+
+def _substeps_text(comparison: RunComparison) -> list[str]:
+    rows = _substep_rows(comparison)
+    return ["  " + SUBSTEP_INTRO, *_table_text([SUBSTEP_HEADER, *rows])] if rows else []
+
+
+def _profile_text(diff: ProfileDiff) -> list[str]:
+    lines = ["  " + profile_intro(diff)]
+    if not diff.rows:
+        return [*lines, "  No function's time per call changed by 0.001 ms or more."]
+    return [*lines, *_table_text([PROFILE_HEADER, *(profile_cells(row) for row in diff.rows)])]
+
+
 # -- formats ---------------------------------------------------------------------------------
 
 
@@ -212,7 +343,20 @@ def markdown(comparison: RunComparison) -> str:
     breaches = breach_lines(comparison)
     if breaches:
         lines += [f"- {line}" for line in breaches] + [""]
-    notes = [n for n in (sensitivity_note(comparison), _sample_note(comparison), *comparison.notes) if n]
+    if _show_where(comparison):
+        lines += ["### Where the time went", "", *_substeps_markdown(comparison)]
+        if comparison.profile is not None:
+            lines += _profile_markdown(comparison.profile)
+    notes = [
+        n
+        for n in (
+            sensitivity_note(comparison),
+            _sample_note(comparison),
+            *comparison.notes,
+            _missing_profile_note(comparison),
+        )
+        if n
+    ]
     for note in notes:
         lines += [f"> {note}", ""]
     lines += [
@@ -244,9 +388,16 @@ def text(comparison: RunComparison) -> str:
     for check in comparison.budget:
         if not check.exceeded:
             out.append(check.line())
+    if _show_where(comparison):
+        out += ["Where the time went:", *_substeps_text(comparison)]
+        if comparison.profile is not None:
+            out += _profile_text(comparison.profile)
     for note in (sensitivity_note(comparison), _sample_note(comparison), *comparison.notes):
         if note:
             out.append(note.replace("*", ""))
+    missing = _missing_profile_note(comparison)
+    if missing:
+        out.append(missing.replace("`", ""))
     out.append(
         f"Benchmark configuration: {_config(comparison.current)}; baseline: {comparison.baseline.branch}"
     )
@@ -308,4 +459,24 @@ def to_json(comparison: RunComparison) -> dict[str, Any]:
             for b in comparison.budget
         ],
         "notes": comparison.notes,
+        "profile": _clean_tree(comparison.profile.to_dict()) if comparison.profile is not None else None,
+        "profile_missing": comparison.profile_missing,
+        "substeps": [
+            {
+                "action": group.action,
+                "cohort": group.cohort,
+                "changes": [_clean_tree(asdict(c)) for c in group.changes],
+            }
+            for group in comparison.substeps
+        ],
     }
+
+
+def _clean_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _clean_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_tree(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

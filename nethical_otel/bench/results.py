@@ -36,6 +36,8 @@ from nethical_otel.stats import LatencyHistogram, StatsError
 SIDECAR_FORMAT = "nethical-otel-run"
 SIDECAR_VERSION = 1
 SIDECAR_SUFFIX = ".histogram.json"
+# The CPU profile of ``load --profile`` (``nethical_otel.bench.cpuprofile``), beside the same CSV.
+PROFILE_SUFFIX = ".profile.json"
 
 CSV_COLUMNS = (
     "timestamp",
@@ -148,6 +150,15 @@ class RunResult:
 # -- paths ---------------------------------------------------------------------------------
 
 
+def run_stem(path: str | os.PathLike[str]) -> str:
+    """The name a run's files share: ``results`` for ``results.csv`` or ``results.histogram.json``."""
+    name = Path(path).name
+    for suffix in (".csv", SIDECAR_SUFFIX):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def sidecar_path(csv_path: str | os.PathLike[str]) -> Path:
     """``results.csv -> results.histogram.json`` (same directory)."""
     path = Path(csv_path)
@@ -183,9 +194,12 @@ def write_run(result: RunResult, csv_path: str | os.PathLike[str]) -> Path | Non
     """Write ``csv_path`` and, when the result has a histogram, its sidecar (returned).
 
     The sidecar goes first: a CSV on disk always has its sidecar complete beside it. A
-    stale sidecar from an earlier run at the same path is removed.
+    stale sidecar from an earlier run at the same path is removed, and so is a CPU profile
+    (``NAME.profile.json``): ``load --profile`` writes the new run's after this.
     """
     side = sidecar_path(csv_path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(Path(csv_path).with_name(run_stem(csv_path) + PROFILE_SUFFIX))
     if result.histogram is not None:
         atomic_write_text(side, json.dumps(sidecar_document(result), indent=1, allow_nan=False) + "\n")
     else:

@@ -114,6 +114,21 @@ def _ms(value: float | None) -> str:
     help="HTTP request timeout, seconds (--url only).",
 )
 @click.option("--branch", help="Branch name to record [default: from git, or GITHUB_HEAD_REF].")
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="After the measured run, run the target again under cProfile (one call at a time) and "
+    "write the CPU profile beside --output (NAME.profile.json), for `compare`'s "
+    "\"Where the time went\". The measured latencies are taken without the profiler.",
+)
+@click.option(
+    "--profile-duration",
+    "profile_duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Length of the profiling phase [default: 20% of --duration, 2 to 30 s].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary table.")
 def load(
     agents,
@@ -129,6 +144,8 @@ def load(
     drain_timeout,
     request_timeout,
     branch,
+    profile,
+    profile_duration,
     quiet,
 ) -> None:
     """Drive a target with open-loop load and record latency, throughput and errors.
@@ -138,11 +155,18 @@ def load(
     """
     import rich  # noqa: F401  (progress and summary: a missing CI extra fails now, not after the run)
 
+    from nethical_otel.bench.cpuprofile import profile_path
     from nethical_otel.bench.loadgen import LoadConfig, LoadRun
     from nethical_otel.bench.results import sidecar_path, write_run
 
     if target and url:
         raise BenchError("give --target or --url, not both")
+    if profile_duration is not None and not profile:
+        raise BenchError("--profile-duration needs --profile")
+    if profile and not output:
+        raise BenchError(
+            "--profile needs --output FILE: the profile is written beside it (NAME.profile.json)"
+        )
     config = LoadConfig(
         target=target,
         url=url,
@@ -156,16 +180,21 @@ def load(
         drain_timeout_s=drain_timeout,
         request_timeout_s=request_timeout,
         branch=branch,
+        profile=profile,
+        profile_s=profile_duration,
     )
     run = LoadRun(config)
     if output:  # before the run: a bad path must not cost the whole run
         check_writable(output)
         check_writable(sidecar_path(output))
+        if profile:
+            check_writable(profile_path(output))
     result = run.run() if quiet else _run_with_progress(run)
     failed = result.requests > 0 and result.errors == result.requests
     side = write_run(result, output) if output and not failed else None
+    cpu = _profile_phase(run, result, profile_path(output), quiet) if profile and not failed else None
     if not quiet:
-        _print_summary(result, None if failed else output, side)
+        _print_summary(result, None if failed else output, side, cpu)
     if failed:  # nothing measured: keep the previous results rather than replace them with this
         kinds = list(result.details.get("error_types", {}))
         if result.details.get("unfinished"):
@@ -210,12 +239,54 @@ def _run_with_progress(run):
         return run.run(update)
 
 
+def _profile_phase(run, result, path: Path, quiet: bool):
+    """The profiling phase after the measured run, written to ``path``: (profile, path), or
+    None with a warning when it could not run (the results are written already)."""
+    from nethical_otel.bench.cpuprofile import write_profile
+
+    try:
+        cpu = run.profile() if quiet else _profile_with_progress(run)
+    except BenchError as exc:
+        click.echo(f"nethical-otel: warning: {exc}", err=True)
+        return None
+    write_profile(cpu.for_run(result), path)
+    if cpu.errors:
+        click.echo(
+            f"nethical-otel: warning: {counted(cpu.errors, 'call')} of {cpu.target_calls:,} in the "
+            f"profiling phase failed; the profile in {path} includes them",
+            err=True,
+        )
+    return cpu, path
+
+
+def _profile_with_progress(run):
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("[bold]profiling[/]"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[calls]} calls under cProfile (after the measured run)"),
+        TimeRemainingColumn(),
+    )
+    seconds = run.config.profile_seconds
+    with Progress(*columns, console=_stderr_console(), transient=False) as progress:
+        task = progress.add_task("profile", total=seconds, calls="0")
+
+        def update(p) -> None:
+            progress.update(task, completed=min(p.elapsed_s, seconds), calls=f"{p.calls:,}")
+
+        cpu = run.profile(update)
+        progress.update(task, completed=seconds)
+        return cpu
+
+
 def counted(count: int, noun: str) -> str:
     """``text.plural`` with thousands separators: ``"1,234 requests"``, ``"1 request"``."""
     return f"{count:,} " + plural(count, noun).partition(" ")[2]
 
 
-def _print_summary(result, output: Path | None, side: Path | None) -> None:
+def _print_summary(result, output: Path | None, side: Path | None, cpu=None) -> None:
     from rich.table import Table
 
     d = result.details
@@ -262,8 +333,20 @@ def _print_summary(result, output: Path | None, side: Path | None) -> None:
         )
     if d.get("error_types"):
         rows.append(("Error types", ", ".join(f"{k} x{v}" for k, v in d["error_types"].items())))
+    if cpu is not None:
+        profile, _ = cpu
+        per_call = profile.profiled_s / profile.target_calls * 1e3
+        rows.append(
+            (
+                "CPU profile",
+                f"{counted(profile.target_calls, 'call')} in {profile.duration_s:.1f} s after the measured "
+                f"run, one at a time under cProfile ({per_call:.3f} ms/call profiled)"
+                + (f", {counted(profile.errors, 'error')}" if profile.errors else ""),
+            )
+        )
     if output:
-        rows.append(("Written", f"{output}" + (f" + {side}" if side else "")))
+        written = [str(output), *([str(side)] if side else []), *([str(cpu[1])] if cpu else [])]
+        rows.append(("Written", " + ".join(written)))
     for key, value in rows:
         table.add_row(key, value)
     status_console().print(table)
@@ -373,13 +456,15 @@ def compare(baseline, current, fmt, output, policy_file, service, action_name, b
     """Compare two runs (CSV + histogram sidecar) under the threshold policy.
 
     The policy is the detector's: the default, or --policy with its overrides, the one that
-    matches the series (--service, --action, and the run's cohort).
+    matches the series (--service, --action, and the run's cohort). When both runs have a CPU
+    profile (`load --profile`) and something regressed, the report says where the time went.
 
     Exit 0: no regression, or only ones below --fail-on (warnings, info). Exit 1: a failing
     condition (by default the error rate rose by more than 1 percentage point) or a budget
     exceeded. Exit 2: bad input.
     """
     from nethical_otel.bench.compare import compare_runs, run_series
+    from nethical_otel.bench.cpuprofile import load_profiles
     from nethical_otel.bench.report import render
     from nethical_otel.bench.results import read_run
 
@@ -389,7 +474,10 @@ def compare(baseline, current, fmt, output, policy_file, service, action_name, b
     budget = _budget(budget_file)
     base_run, current_run = read_run(baseline), read_run(current)
     series = run_series(current_run, service, action_name)
-    result = compare_runs(base_run, current_run, policies, budget, fail_on, series)
+    profiles = load_profiles(base_run, current_run)  # a bad profile is a warning, never an error
+    for warning in profiles.warnings:
+        click.echo(f"nethical-otel: warning: {warning}", err=True)
+    result = compare_runs(base_run, current_run, policies, budget, fail_on, series, profiles)
     _write_or_print(render(result, fmt), output)
     if output is not None:
         verdict = "regression detected" if result.regressed else "no performance regression"

@@ -320,3 +320,125 @@ def test_memory_command(tmp_path: Path) -> None:
                  "-o", "s.txt")  # fmt: skip
     assert steady.returncode == 0, steady.stdout
     assert steady.stdout.rstrip().splitlines()[-1].startswith("✅ Memory usage is acceptable:")
+
+
+# -- load --profile and "Where the time went" ------------------------------------------------
+
+PROFILED_TARGET = """
+import os, time
+
+SLOW_S = float(os.environ.get("SLOW_MS", "1")) / 1e3
+
+
+def fast_part():
+    end = time.perf_counter() + 0.0003
+    while time.perf_counter() < end:  # CPU, not sleep: a steady cProfile signal
+        pass
+
+
+def slow_part():
+    end = time.perf_counter() + SLOW_S
+    while time.perf_counter() < end:
+        pass
+
+
+def handle(agent_id):
+    fast_part()
+    slow_part()
+"""
+
+PROFILED_LOAD = ("--target", "profiled_mod:handle", "--agents", "4", "--rps", "100", "--duration", "2",
+                 "--warmup", "0.2", "--profile", "--profile-duration", "1")  # fmt: skip
+
+
+def test_load_profile_then_compare_names_the_slowed_function(tmp_path: Path) -> None:
+    (tmp_path / "profiled_mod.py").write_text(PROFILED_TARGET)
+    base = run(tmp_path, "load", *PROFILED_LOAD, "-o", "base.csv", env=_env(SLOW_MS="1", COLUMNS="200"))
+    assert base.returncode == 0, base.stderr
+    assert "profiling" in base.stderr  # the progress display says so
+    assert "CPU profile" in base.stdout and "base.profile.json" in base.stdout
+    pr = run(tmp_path, "load", *PROFILED_LOAD, "-o", "pr.csv", "-q", env=_env(SLOW_MS="4"))
+    assert pr.returncode == 0 and pr.stdout == "" and pr.stderr == "", pr.stderr
+    doc = json.loads((tmp_path / "pr.profile.json").read_text())
+    assert doc["format"] == "nethical-otel-cpu-profile" and doc["target_calls"] > 50
+    assert doc["run"]["requests"] == read_run(tmp_path / "pr.csv").requests
+    assert {f["function"] for f in doc["functions"]} >= {"handle", "fast_part", "slow_part"}
+
+    result = run(tmp_path, "compare", "base.csv", "pr.csv")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "### **Performance Regression Detected**" in lines
+    table = [line for line in lines[lines.index("### Where the time went") :] if line.startswith("| `")]
+    assert table and table[0].startswith("| `slow_part` | `profiled_mod.py:"), "\n".join(lines)
+    assert not any("fast_part" in row for row in table[:1])
+    data = json.loads(run(tmp_path, "compare", "base.csv", "pr.csv", "--format", "json").stdout)
+    top = data["profile"]["functions"][0]
+    assert top["function"] == "slow_part" and top["change_ms_per_call"] > 1.5  # 3 ms when idle
+    # A profile that cannot be read: one warning naming it, and the comment without the section.
+    (tmp_path / "pr.profile.json").write_text("{")
+    broken = run(tmp_path, "compare", "base.csv", "pr.csv")
+    assert broken.returncode == 0 and "Traceback" not in broken.stderr
+    [warning] = broken.stderr.strip().splitlines()
+    assert warning.startswith("nethical-otel: warning: pr.profile.json") and "no profile section" in warning
+    assert "Performance Regression Detected" in broken.stdout and "Where the time went" not in broken.stdout
+    # No profile on one side: one line saying how to get one.
+    (tmp_path / "pr.profile.json").unlink()
+    missing = run(tmp_path, "compare", "base.csv", "pr.csv")
+    assert missing.stderr == "" and "run `nethical-otel load --profile` on both sides" in missing.stdout
+
+
+def test_load_profile_usage_errors_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "profiled_mod.py").write_text(PROFILED_TARGET)
+    _one_line_error(run(tmp_path, "load", "--target", "profiled_mod:handle", "--profile", "-q"), "--output")
+    _one_line_error(
+        run(tmp_path, "load", "--url", "http://127.0.0.1:1/", "--profile", "-o", "r.csv", "-q"), "--profile"
+    )
+    _one_line_error(
+        run(tmp_path, "load", "--target", "profiled_mod:handle", "--profile-duration", "1", "-o", "r.csv"),
+        "--profile-duration needs --profile",
+    )
+    (tmp_path / "r.profile.json").mkdir()  # the profile's path is checked before the run
+    _one_line_error(
+        run(tmp_path, "load", "--target", "profiled_mod:handle", "--profile", "-o", "r.csv", "-q"),
+        "r.profile.json",
+    )
+    assert not (tmp_path / "r.csv").exists()
+
+
+SUBSTEP_TARGET = """
+import os
+from nethical_otel.example import IntegratedGovernance
+from nethical_otel.example.governance import FETCH
+
+
+class Slowed(IntegratedGovernance):
+    def __init__(self):
+        super().__init__(seed=int(os.environ.get("TARGET_SEED", "1")), error_rate=0.0, latency_scale=0.5)
+        self.step_slowdown[(None, FETCH)] = float(os.environ.get("FETCH_SLOWDOWN", "1"))
+"""
+
+
+def test_compare_names_the_slowed_sub_step_of_an_instrumented_target(tmp_path: Path) -> None:
+    (tmp_path / "slowed_mod.py").write_text(SUBSTEP_TARGET)
+    load = ("load", "--target", "slowed_mod:Slowed.process_action", "--rps", "150", "--duration", "3", "-q")
+    base = run(tmp_path, *load, "-o", "base.csv", env=_env(FETCH_SLOWDOWN="1"))
+    pr = run(tmp_path, *load, "-o", "pr.csv", env=_env(FETCH_SLOWDOWN="2", TARGET_SEED="2"))
+    assert base.returncode == 0 and pr.returncode == 0, base.stderr + pr.stderr
+    steps = read_run(tmp_path / "pr.csv").details["substeps"]["steps"]
+    assert {s["action"] for s in steps} == {"policy_store.fetch", "policy.check", "risk.model"}
+    model_calls = sum(s["histogram"]["count"] for s in steps if s["action"] == "risk.model")
+    assert model_calls == 450, "the measured calls, the warm-up left out"
+
+    result = run(tmp_path, "compare", "base.csv", "pr.csv")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    where = lines[lines.index("### Where the time went") :]
+    rows = [line.split(" | ") for line in where if line.startswith("| `")]
+    assert rows, result.stdout
+    firsts = {}
+    for row in rows:
+        firsts.setdefault(row[0], row)
+    assert {row[1] for row in firsts.values()} == {"`policy_store.fetch`"}, result.stdout
+    assert "(significant)" in firsts["| `query`"][-1], "query has the calls to show it (generate has 90)"
+    data = json.loads(run(tmp_path, "compare", "base.csv", "pr.csv", "--format", "json").stdout)
+    assert {c["action"] for g in data["substeps"] for c in g["changes"]} == {"policy_store.fetch"}

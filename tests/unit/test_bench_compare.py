@@ -370,3 +370,82 @@ def test_policy_round_trips_through_its_mapping() -> None:
     )
     assert (Policy().error_rate_limit, Policy().throughput_floor) == (0.01, 0.7)
     assert [r.ratio_limit for r in Policy().quantiles] == [1.1, 1.15, 1.2]
+
+
+# -- golden: "Where the time went" (CPU profiles with fixed numbers) -------------------------
+
+
+def _cpu_profile(calls: int, rows: list[tuple], callers: dict | None = None):
+    """A profile of ``calls`` target calls; rows are (file, line, function, own_s, cumulative_s)."""
+    from nethical_otel.bench.cpuprofile import Caller, CpuProfile, FunctionStats, is_bookkeeping
+
+    callers = callers or {}
+    functions = [
+        FunctionStats(
+            file, line, name, calls, calls, own, own, cum, tuple(Caller(*c) for c in callers.get(name, ()))
+        )
+        for file, line, name, own, cum in rows
+    ]
+    profiled = sum(f.own_s for f in functions if not is_bookkeeping(f.file, f.function))
+    return CpuProfile(calls, 4.0, profiled, functions, python="3.11.7")
+
+
+def test_markdown_with_profiles_matches_golden() -> None:
+    from nethical_otel.bench.cpuprofile import ProfilePair, diff_profiles
+
+    loop = ("nethical_otel/bench/cpuprofile.py", 310, "_loop")
+    base = _cpu_profile(
+        1000,
+        [
+            ("governance/engine.py", 40, "process_action", 0.20, 9.0),
+            ("governance/rules.py", 12, "check_policy", 1.50, 4.0),
+            ("governance/rules.py", 88, "normalise", 2.50, 2.5),
+            ("governance/audit.py", 7, "write_audit", 1.00, 1.0),
+            ("json/encoder.py", 205, "iterencode", 0.80, 0.8),
+            ("~", 0, "<method 'join' of 'str' objects>", 0.05, 0.05),
+            (*loop, 0.0, 9.5),
+        ],
+        {
+            "normalise": [
+                ("governance/rules.py", 12, "check_policy", 1.5),
+                ("governance/audit.py", 7, "write_audit", 1.0),
+            ]
+        },
+    )
+    current = _cpu_profile(
+        800,
+        [
+            ("governance/engine.py", 42, "process_action", 0.16, 12.0),  # moved down two lines
+            ("governance/rules.py", 12, "check_policy", 1.20, 8.0),
+            ("governance/rules.py", 90, "normalise", 6.40, 6.4),
+            ("governance/audit.py", 7, "write_audit", 0.40, 0.4),
+            ("governance/rules.py", 140, "<listcomp>", 0.40, 0.4),  # new in the pull request
+            ("json/encoder.py", 205, "iterencode", 0.64, 0.64),
+            ("~", 0, "<method 'join' of 'str' objects>", 0.40, 0.40),  # called from C: its own row
+            (*loop, 4.0, 16.0),  # our own frame: never in the table
+        ],
+        {
+            "normalise": [
+                ("governance/rules.py", 12, "check_policy", 5.6),
+                ("governance/audit.py", 7, "write_audit", 0.8),
+            ]
+        },
+    )
+    pair = ProfilePair(diff=diff_profiles(base, current))
+    baseline = make_run(seed=1, n=3000, errors=3)
+    slower = make_run(seed=2, n=3000, errors=3, scale=1.3, branch="feature/slow-path", git_sha="b" * 40)
+    comparison = compare_runs(baseline, slower, profiles=pair)
+    text = render(comparison, "markdown")
+    _golden("compare_profile_regression.md", text)
+    lines = text.splitlines()
+    table = lines[lines.index("### Where the time went") + 6 :]
+    assert table[0].startswith("| `normalise` ← `check_policy` | `governance/rules.py:90` | 2.500 | 8.000 |")
+    assert not any("cpuprofile" in line or "_loop" in line for line in lines)
+    # The text format has the same table; the JSON the same data.
+    assert "normalise ← check_policy  governance/rules.py:90" in render(comparison, "text")
+    data = json.loads(render(comparison, "json"))["profile"]
+    assert [f["function"] for f in data["functions"]][:2] == ["normalise", "write_audit"]
+    assert data["functions"][0]["via"]["function"] == "check_policy"
+    # Without a regression the comment has no such section.
+    calm = compare_runs(baseline, make_run(seed=2, n=3000, errors=3), profiles=pair)
+    assert "Where the time went" not in render(calm, "markdown")
