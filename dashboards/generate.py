@@ -3,6 +3,8 @@
     python dashboards/generate.py           write the JSON
     python dashboards/generate.py --check   exit 1 if the committed JSON is not what this makes
     ... --runbook-base-url URL              the Runbooks link ("" for none; default: this repository's)
+    ... --trace-url-template URL            where an exemplar's trace opens, as the agent's
+                                            trace_url_template: ``{trace_id}`` at its end
 
 Edit this file, not the JSON: tests/integration/test_dashboards.py fails when they differ, and
 runs every query below against a real Prometheus fed by the real collector.
@@ -26,6 +28,20 @@ classic``, the same rule as deploy/prometheus/rules (the absent side is empty an
 which returns nothing for a series that has both. The heatmap has one query per kind (a
 native histogram is drawn from its own buckets, classic ones need the ``heatmap`` format).
 
+Exemplars: the latency queries (quantiles and heatmap) ask for exemplars (``exemplar: true``), the
+sampled calls' ``trace_id`` / ``span_id``. Their link to the trace is the Prometheus data source's
+``exemplarTraceIdDestinations`` (dashboards/provisioning/datasources/nethical.yml):
+``${trace_url}${__value.raw}``, this dashboard's ``trace_url`` variable followed by the trace id.
+Grafana applies no panel link or override to exemplars (its query runner gives their frames an
+empty field config), but it interpolates dashboard variables into the data source's link; it
+does so in one pass, which is why the variable holds the URL up to the id and not a template.
+
+Sub-steps: an instrumented call made inside another one is recorded on the same histogram with
+``nethical_action_parent`` (names.PARENT_LABEL) = the enclosing call's action. The sub-steps table
+lists the children of ``$action``: p95 now and ``offset 1d`` (the recording rules' fallback
+baseline), the change, and the time each spends per call of its parent. Every other query reads
+the top-level calls only (``nethical_action_parent=""``), as the rules and the agent do.
+
 Regression alerts, the agent's (``nethical_detector_alerts``) and the Prometheus rules'
 (``ALERTS``), are drawn on every time series as an annotation, next to Grafana's own
 "Annotations & Alerts".
@@ -39,7 +55,11 @@ import sys
 from pathlib import Path
 
 from grafana_foundation_sdk.builders import dashboard, heatmap, prometheus, table, timeseries
-from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig, VizLegendOptions
+from grafana_foundation_sdk.builders.common import (
+    GraphThresholdsStyleConfig,
+    TableSortByFieldState,
+    VizLegendOptions,
+)
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import GraphThresholdsStyleMode, LegendDisplayMode, LegendPlacement
 from grafana_foundation_sdk.models.dashboard import (
@@ -74,17 +94,26 @@ QUANTILES = tuple((rule.name, f"{rule.quantile:g}") for rule in POLICY.quantiles
 SEVERITY_COLORS = {"info": "blue", "warning": "orange", "critical": "red"}
 
 RUNBOOK_BASE_URL = names.RUNBOOK_BASE_URL  # the default of --runbook-base-url, as the agent's
+# The default of --trace-url-template: the agent's trace_url_template example (Jaeger's UI).
+TRACE_URL_TEMPLATE = "http://127.0.0.1:16686/trace/{trace_id}"
+TRACE_ID_PLACEHOLDER = "{trace_id}"
+# The sub-steps' baseline: the same window one day earlier, as deploy/prometheus/rules' fallback.
+BASELINE_OFFSET = "1d"
 
 # The names, as Prometheus shows them (nethical_otel.names).
 DURATION = names.DURATION_METRIC
 JOB, ACTION, COHORT = names.JOB_LABEL, names.ACTION_LABEL, names.COHORT_LABEL
 ERROR_TYPE = names.ERROR_TYPE_LABEL
+PARENT = names.PARENT_LABEL
 # An up-down counter without a unit: Prometheus shows its name with underscores and no suffix.
 ACTIVE = names.ACTIVE_METRIC
 REGRESSION_ALERTS = "|".join((names.LATENCY_ALERT, names.ERROR_RATE_ALERT, names.THROUGHPUT_ALERT))
 
-# Selectors for the two label vocabularies (see the module docstring).
-SERVICE_SERIES = f'{JOB}=~"$service", {ACTION}=~"$action", {COHORT}=~"$cohort"'
+# Selectors for the two label vocabularies (see the module docstring). The service's calls are
+# its top-level ones: sub-steps (a parent set) have their own table, and are left out here as the
+# recording rules and the agent leave them out.
+TOP_LEVEL = f'{PARENT}=""'
+SERVICE_SERIES = f'{JOB}=~"$service", {ACTION}=~"$action", {COHORT}=~"$cohort", {TOP_LEVEL}'
 AGENT_SERIES = 'service=~"$service", action=~"$action", cohort=~"$cohort"'
 ALERT_LABELS = "alertname, severity, service, action, cohort, quantile"
 # Firing regression alerts of this selection: the agent's and the Prometheus rules' (same labels).
@@ -96,20 +125,20 @@ FIRING_ALERTS = (
 )
 
 
-def _rate(metric: str, selector: str) -> str:
+def _rate(metric: str, selector: str, offset: str = "") -> str:
     series = f"{metric}{{{selector}}}" if selector else metric
-    return f"rate({series}[$__rate_interval])"
+    return f"rate({series}[$__rate_interval]{f' offset {offset}' if offset else ''})"
 
 
 def _sum(by: str, expr: str) -> str:
     return f"sum by ({by}) ({expr})" if by else f"sum({expr})"
 
 
-def _histogram_quantile(q: str, metric: str, selector: str, by: str = "") -> str:
+def _histogram_quantile(q: str, metric: str, selector: str, by: str = "", offset: str = "") -> str:
     """The ``q`` quantile per ``by``: of the native histogram, else of the ``le`` buckets."""
     classic_by = f"{by}, le" if by else "le"
-    return (f"histogram_quantile({q}, {_sum(by, _rate(metric, selector))}) or "
-            f"histogram_quantile({q}, {_sum(classic_by, _rate(f'{metric}_bucket', selector))})")
+    return (f"histogram_quantile({q}, {_sum(by, _rate(metric, selector, offset))}) or "
+            f"histogram_quantile({q}, {_sum(classic_by, _rate(f'{metric}_bucket', selector, offset))})")
 
 
 def _calls(by: str, selector: str) -> str:
@@ -185,14 +214,15 @@ def latency_panel() -> timeseries.Panel:
         .title("Latency p50 / p95 / p99 vs baseline: $action")
         .description("Quantiles of nethical.action.duration from the services' histograms "
                      "(all instances merged; native where Prometheus has them, else `le` buckets); "
-                     "dashed: the detector's baseline for the same quantile.")
+                     "dashed: the detector's baseline for the same quantile. Dots: exemplars, sampled "
+                     "calls with a link to their trace ($trace_url).")
         .repeat("action").repeat_direction("h").max_per_row(3)
         .unit("s").height(9).span(24).legend(_legend())
     )
     ref = iter("ABCDEFGH")
     for name, q in QUANTILES:
         panel.with_target(_query(_histogram_quantile(q, DURATION, SERVICE_SERIES, COHORT),
-                                 f"{name} {{{{{COHORT}}}}}", next(ref)))
+                                 f"{name} {{{{{COHORT}}}}}", next(ref)).exemplar(True))
     for name, q in QUANTILES:
         panel.with_target(_query(
             f'max by (cohort) ({names.DETECTOR_BASELINE}{{{AGENT_SERIES}, quantile="{q}"}})',
@@ -225,15 +255,77 @@ def heatmap_panel() -> heatmap.Panel:
         .title("Latency distribution")
         .description(f"Calls per second in each bucket of {DURATION}: the native histogram's own "
                      "buckets (A, Prometheus 3) or the `le` buckets (B, Prometheus 2.x); the other "
-                     "query is empty.")
+                     "query is empty. Dots: exemplars, sampled calls with a link to their trace.")
         .height(8).span(12)
-        .with_target(_query(_sum("", _rate(DURATION, SERVICE_SERIES)), "", "A"))
+        .with_target(_query(_sum("", _rate(DURATION, SERVICE_SERIES)), "", "A").exemplar(True))
         .with_target(_query(_sum("le", _rate(f"{DURATION}_bucket", SERVICE_SERIES)), "{{le}}", "B")
-                     .format(PromQueryFormat.HEATMAP))
+                     .format(PromQueryFormat.HEATMAP).exemplar(True))
         .calculate(False)
         .y_axis(heatmap.YAxisConfig().unit("s"))
         .color(heatmap.HeatmapColorOptions().mode(HeatmapColorMode.SCHEME).scheme("Oranges"))
     )
+
+
+# The children of the selected actions (a regex matcher `.*` also matches no label: hence `!=""`),
+# and the calls of those actions themselves, whatever their own parent. A child carries its
+# parent's cohort.
+CHILD_SERIES = f'{JOB}=~"$service", {PARENT}=~"$action", {PARENT}!="", {COHORT}=~"$cohort"'
+PARENT_SERIES = f'{JOB}=~"$service", {ACTION}=~"$action", {COHORT}=~"$cohort"'
+SUB_STEP_COLUMNS = {  # refId: column
+    "A": "p95 now", "B": f"p95 {BASELINE_OFFSET} ago", "C": "change", "D": "time per parent call",
+}
+
+
+def _per_parent_call(child_sum: str, parent_count: str) -> str:
+    """Seconds per parent call: each child's summed time over its parent's calls (joined by name)."""
+    parents = f'label_replace({_sum(ACTION, parent_count)}, "{PARENT}", "$1", "{ACTION}", "(.*)")'
+    return f"{_sum(f'{PARENT}, {ACTION}', child_sum)} / on ({PARENT}) group_left () {parents}"
+
+
+def sub_steps_panel() -> table.Panel:
+    """The sub-steps of the selected action: p95 now vs a day ago, and their share of a call."""
+    q = dict(QUANTILES)["p95"]
+    rule = next(r for r in POLICY.quantiles if r.name == "p95")
+    by = f"{PARENT}, {ACTION}"
+    now = _histogram_quantile(q, DURATION, CHILD_SERIES, by)
+    baseline = _histogram_quantile(q, DURATION, CHILD_SERIES, by, BASELINE_OFFSET)
+    native = _per_parent_call(f"histogram_sum({_rate(DURATION, CHILD_SERIES)})",
+                              f"histogram_count({_rate(DURATION, PARENT_SERIES)})")
+    classic = _per_parent_call(_rate(f"{DURATION}_sum", CHILD_SERIES),
+                               _rate(f"{DURATION}_count", PARENT_SERIES))
+    exprs = {"A": now, "B": baseline, "C": f"({now}) / ({baseline}) - 1", "D": f"({native}) or ({classic})"}
+    panel = (
+        table.Panel()
+        .title("Sub-steps of $action: p95 now vs baseline")
+        .description(
+            f"Instrumented calls made inside $action ({names.PARENT} = $action; the cohorts merged): their "
+            f"p95 over the last rate window, the same {BASELINE_OFFSET} earlier (the recording rules' "
+            f"fallback baseline), the change (coloured from the p95 rule's {_percent(rule.threshold)}, "
+            f"{rule.severity}) and the time each takes per call of its parent. The other panels "
+            "show top-level calls only.")
+        .height(8).span(24).unit("s")
+        .no_value("No sub-steps recorded inside this action")
+        .sort_by([TableSortByFieldState().display_name("change").desc(True)])
+        .with_transformation(DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(DataTransformerConfig(id_val="organize", options={
+            "excludeByName": {"Time": True},
+            "indexByName": {PARENT: 0, ACTION: 1, **{f"Value #{ref}": i for i, ref in enumerate(exprs, 2)}},
+            "renameByName": {PARENT: "parent", ACTION: "sub-step",
+                             **{f"Value #{ref}": SUB_STEP_COLUMNS[ref] for ref in exprs}},
+        }))
+        .override_by_name("change", [
+            DynamicConfigValue(id_val="unit", value="percentunit"),
+            DynamicConfigValue(id_val="decimals", value=1),
+            DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
+            DynamicConfigValue(id_val="thresholds", value={"mode": "absolute", "steps": [
+                {"value": None, "color": "green"},
+                {"value": float(_number(rule.threshold)), "color": SEVERITY_COLORS[rule.severity]},
+            ]}),
+        ])
+    )
+    for ref, expr in exprs.items():
+        panel.with_target(_query(expr, "", ref).instant().format(PromQueryFormat.TABLE))
+    return panel
 
 
 def throughput_panel() -> timeseries.Panel:
@@ -386,8 +478,20 @@ def _variable(name: str, label: str, query: str, *, multi: bool) -> dashboard.Qu
     return variable
 
 
+def _trace_url_variable(template: str) -> dashboard.TextBoxVariable:
+    """``trace_url``: the trace URL up to the id, the data source's exemplar link prefix."""
+    variable = (
+        dashboard.TextBoxVariable("trace_url").label("Trace URL")
+        .description("Where an exemplar's trace opens: this, then the trace id (the Prometheus data "
+                     "source's exemplar link is ${trace_url}${__value.raw}). The agent's "
+                     "trace_url_template without its trailing {trace_id}.")
+    )
+    prefix = template.removesuffix(TRACE_ID_PLACEHOLDER)
+    return variable.default_value(prefix).current(VariableOption(selected=True, text=prefix, value=prefix))
+
+
 SERVICE_LEGEND = f"{{{{{ACTION}}}}} {{{{{COHORT}}}}}"
-IN_SERVICE, IN_ACTION = f'{JOB}=~"$service"', f'{ACTION}=~"$action"'
+IN_SERVICE, IN_ACTION = f'{JOB}=~"$service", {TOP_LEVEL}', f'{ACTION}=~"$action"'
 
 
 def annotations() -> list[dict]:
@@ -421,8 +525,11 @@ def annotations() -> list[dict]:
     ]
 
 
-def build(runbook_base_url: str | None = RUNBOOK_BASE_URL) -> dict:
-    """The dashboard model; ``runbook_base_url`` is the Runbooks link (None or "": no link)."""
+def build(
+    runbook_base_url: str | None = RUNBOOK_BASE_URL, trace_url_template: str = TRACE_URL_TEMPLATE
+) -> dict:
+    """The dashboard model; ``runbook_base_url`` is the Runbooks link (None or "": no link),
+    ``trace_url_template`` (``{trace_id}`` at its end) the default of the ``trace_url`` variable."""
     board = (
         dashboard.Dashboard("nethical-otel: performance")
         .uid(UID)
@@ -438,10 +545,12 @@ def build(runbook_base_url: str | None = RUNBOOK_BASE_URL) -> dict:
         .with_variable(_variable(
             "cohort", "Cohort", f"label_values({_series_of(f'{IN_SERVICE}, {IN_ACTION}')}, {COHORT})",
             multi=True))
+        .with_variable(_trace_url_variable(trace_url_template))
         .with_row(dashboard.Row("Latency"))
         .with_panel(latency_panel())
         .with_panel(ratio_panel())
         .with_panel(heatmap_panel())
+        .with_panel(sub_steps_panel())
         .with_row(dashboard.Row("Traffic and errors"))
         .with_panel(throughput_panel())
         .with_panel(error_panel())
@@ -467,13 +576,23 @@ def build(runbook_base_url: str | None = RUNBOOK_BASE_URL) -> dict:
     return model
 
 
-def render(runbook_base_url: str | None = RUNBOOK_BASE_URL) -> str:
-    return json.dumps(build(runbook_base_url), indent=2, sort_keys=True) + "\n"
+def render(
+    runbook_base_url: str | None = RUNBOOK_BASE_URL, trace_url_template: str = TRACE_URL_TEMPLATE
+) -> str:
+    return json.dumps(build(runbook_base_url, trace_url_template), indent=2, sort_keys=True) + "\n"
 
 
 def _url(value: str) -> str:
     if value and not value.startswith(("http://", "https://")):
         raise argparse.ArgumentTypeError(f'expected an http:// or https:// URL, or "" for none: {value!r}')
+    return value
+
+
+def _trace_url_template(value: str) -> str:
+    if not (value.startswith(("http://", "https://")) and value.endswith(TRACE_ID_PLACEHOLDER)):
+        raise argparse.ArgumentTypeError(
+            f"expected an http:// or https:// URL ending in {TRACE_ID_PLACEHOLDER} (Grafana appends the "
+            f"trace id to the rest): {value!r}")
     return value
 
 
@@ -485,8 +604,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the Runbooks link, as the agent's runbook_base_url setting and the Prometheus rules' "
         f'--runbook-base-url; "" for none (default: {RUNBOOK_BASE_URL})',
     )
+    parser.add_argument(
+        "--trace-url-template", type=_trace_url_template, default=TRACE_URL_TEMPLATE, metavar="URL",
+        help="where an exemplar's trace opens, as the agent's trace_url_template, with {trace_id} at its "
+        f"end: the default of the dashboard's trace_url variable (default: {TRACE_URL_TEMPLATE})",
+    )
     args = parser.parse_args(argv)
-    text = render(args.runbook_base_url)
+    text = render(args.runbook_base_url, args.trace_url_template)
     if args.check:
         if OUTPUT.read_text(encoding="utf-8") != text:
             print(f"{OUTPUT} is out of date: run python dashboards/generate.py", file=sys.stderr)

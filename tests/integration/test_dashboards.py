@@ -2,9 +2,12 @@
 
 1. The committed JSON is exactly what dashboards/generate.py makes (edit the generator).
 2. The model is importable and consistent: unique uid/ids/refIds, the variables service /
-   action / cohort, a data source on every panel, `$__rate_interval` in every rate, a rate unit
-   on every panel of rates; Grafana's own annotations and the firing regression alerts as
-   annotations; the Runbooks link is the alerts' runbook base (``--runbook-base-url``).
+   action / cohort / trace_url, a data source on every panel, `$__rate_interval` in every rate, a
+   rate unit on every panel of rates; Grafana's own annotations and the firing regression alerts
+   as annotations; the Runbooks link is the alerts' runbook base (``--runbook-base-url``). The
+   latency queries ask for exemplars, and the data source provisioning links an exemplar's
+   trace_id to ``$trace_url`` (``--trace-url-template``); the sub-steps table reads the children
+   (``nethical_action_parent``) of ``$action``.
 3. The real pipeline, both kinds of latency histogram (one dashboard reads both):
    - classic: the example service (explicit buckets) exports over OTLP to the built collector
      on collector/config-classic.yaml, Debian's Prometheus 2.42 on the shipped
@@ -17,8 +20,16 @@
    - every variable query has the test's service/action/cohort among its values;
    - every query of every panel and annotation, variables substituted, returns data (a query
      that reads one kind only, the heatmap's, on its kind, and is a valid empty query on the
-     other), and the alert annotation shows the agent's firing latency alert;
+     other; the sub-steps' `offset 1d` baseline is a valid empty query here, and returns data
+     at a few seconds' offset), and the alert annotation shows the agent's firing latency alert;
+   - the sub-steps table lists the example's instrumented sub-steps of the action, with the
+     time each takes per call of it;
    - the recording rules turn the collector's labels into service/action/cohort series.
+
+The service is the example, whose ``process_action`` calls three instrumented sub-steps
+(``SUBSTEPS``), recorded with ``nethical.action.parent``.
+
+Exemplars are not queried here (the test's Prometheus runs without exemplar storage).
 
 The real detector agent (`nethical-otel agent`, short windows) reads that Prometheus (the
 native or classic histograms: `auto`), learns
@@ -39,10 +50,12 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 import nethical_otel
 from nethical_otel import names
 from nethical_otel.example import GovernanceError, IntegratedGovernance
+from nethical_otel.example.governance import CHECK, FETCH, MODEL, SUBSTEPS
 from tests.servers import (
     COLLECTOR_CONFIG,
     COLLECTOR_CONFIG_CLASSIC,
@@ -61,11 +74,16 @@ from tests.servers import (
 
 DASHBOARD = REPO_ROOT / "dashboards" / "nethical-performance.json"
 GENERATOR = REPO_ROOT / "dashboards" / "generate.py"
+DATASOURCES = REPO_ROOT / "dashboards" / "provisioning" / "datasources" / "nethical.yml"
 SERVICE, ACTION, COHORT = "dash-svc", "query", "control"
 RATE_INTERVAL = "10s"  # what Grafana's $__rate_interval is for 1 s scrapes and a short range
 # The agent on short clocks: a 10 s window (learned as the baseline once full), a step a second.
 AGENT_SETTINGS = {"detector_window_s": 10, "detector_step_s": 1, "detector_for_s": 2}
 QUIET_PANEL = "Detector: too quiet to prove a regression"
+LATENCY_PANEL = "Latency p50 / p95 / p99 vs baseline: $action"
+SUB_STEPS_PANEL = "Sub-steps of $action: p95 now vs baseline"
+BASELINE_OFFSET = "offset 1d"  # the sub-steps' baseline: older than anything this test's Prometheus holds
+TEST_OFFSET = "offset 15s"  # ... so it is also run at an offset this test has data for
 MDE_GAUGE = "nethical_detector_min_detectable_effect_ratio"
 KINDS = ("classic", "native")
 AGGREGATION = {"classic": "explicit_bucket_histogram", "native": "base2_exponential_bucket_histogram"}
@@ -122,10 +140,12 @@ _RATE_QUERY = re.compile(r"sum(?: by \([^)]*\))? ?\(rate\([^/]*\)\)")
 
 
 def _substitute(expr: str) -> str:
+    """Grafana's variables in ``expr`` replaced by the test's values (``$1`` of label_replace is
+    no variable: Grafana, too, leaves it alone)."""
     values = {"service": SERVICE, "action": ACTION, "cohort": COHORT,
               "__rate_interval": RATE_INTERVAL, "__interval": "1s", "__range": "1m"}
     expr = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], expr)
-    return re.sub(r"\$(\w+)", lambda m: values[m.group(1)], expr)
+    return re.sub(r"\$([A-Za-z_]\w*)", lambda m: values[m.group(1)], expr)
 
 
 # -- 1, 2: the model ------------------------------------------------------------------------
@@ -141,14 +161,14 @@ def test_dashboard_model_is_consistent() -> None:
     model = _model()
     assert model["uid"] == "nethical-performance" and model["title"]
     variables = {v["name"]: v for v in model["templating"]["list"]}
-    assert set(variables) == {"datasource", "service", "action", "cohort"}
+    assert set(variables) == {"datasource", "service", "action", "cohort", "trace_url"}
     for name in ("action", "cohort"):
         assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
     ids = [p["id"] for p in model["panels"]]
     assert len(ids) == len(set(ids))
     titles = {p["title"] for p in _panels(model)}
-    for wanted in ("Latency p50 / p95 / p99 vs baseline: $action", "Current / baseline per quantile",
-                   "Latency distribution", "Throughput", "Error rate", "Firing regression alerts"):
+    for wanted in (LATENCY_PANEL, "Current / baseline per quantile", "Latency distribution",
+                   SUB_STEPS_PANEL, "Throughput", "Error rate", "Firing regression alerts"):
         assert wanted in titles
     for panel in _panels(model):
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
@@ -195,6 +215,79 @@ def test_annotations_and_runbook_link() -> None:
     assert 'service=~"$service"' in alerts["expr"] and alerts["titleFormat"] == "{{alertname}}"
     [link] = model["links"]
     assert (link["title"], link["url"]) == ("Runbooks", names.RUNBOOK_BASE_URL)
+
+
+def test_latency_panels_show_exemplars_linked_to_the_trace() -> None:
+    """Every query of the service's latency histogram on the latency panels asks for exemplars
+    (the detector's baseline gauges have none), and each exemplar's trace_id links to the
+    dashboard's trace_url variable + the id, through the provisioned Prometheus data source."""
+    model = _model()
+    panels = {p["title"]: p for p in _panels(model)}
+    for title in (LATENCY_PANEL, "Latency distribution"):
+        targets = panels[title]["targets"]
+        histogram = [t for t in targets if DURATION in t["expr"]]
+        assert histogram and all(t.get("exemplar") is True for t in histogram), title
+        assert not any(t.get("exemplar") for t in targets if t not in histogram), title
+    assert len([t for t in panels[LATENCY_PANEL]["targets"] if t.get("exemplar")]) == 3  # p50/p95/p99
+    for panel in _panels(model):  # nothing else asks for them (a table cannot draw them)
+        if panel["title"] not in (LATENCY_PANEL, "Latency distribution"):
+            assert not any(t.get("exemplar") for t in panel["targets"]), panel["title"]
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    trace_url = variables["trace_url"]
+    assert trace_url["type"] == "textbox" and trace_url["current"]["value"] == trace_url["query"]
+    # The agent's trace_url_template example, less its {trace_id}: the link appends the id.
+    assert trace_url["query"] + "{trace_id}" == "http://127.0.0.1:16686/trace/{trace_id}"
+
+    [prometheus] = [d for d in yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))["datasources"]
+                    if d["type"] == "prometheus"]
+    [destination] = prometheus["jsonData"]["exemplarTraceIdDestinations"]
+    assert destination["name"] == names.TRACE_ID_LABEL
+    # Grafana expands environment variables in provisioning files; `$$` is its literal `$`.
+    url = destination["url"].replace("$$", "$")
+    assert url == "${trace_url}${__value.raw}" and "$" not in destination["url"].replace("$$", "")
+
+
+def test_generator_trace_url_option() -> None:
+    generator = _generator()
+    jaeger = "https://jaeger.example.com/trace/{trace_id}"
+    [trace_url] = [v for v in generator.build(trace_url_template=jaeger)["templating"]["list"]
+                   if v["name"] == "trace_url"]
+    assert trace_url["query"] == "https://jaeger.example.com/trace/"
+    assert generator.main(["--check", "--trace-url-template", jaeger]) == 1
+    for bad in ("https://tempo.example.com/{trace_id}/view", "jaeger:16686/trace/{trace_id}"):
+        with pytest.raises(SystemExit) as exit_info:  # argparse: the id must end the URL
+            generator.main(["--check", "--trace-url-template", bad])
+        assert exit_info.value.code == 2
+
+
+def test_sub_steps_table_reads_the_children_of_the_action() -> None:
+    [panel] = [p for p in _panels(_model()) if p["title"] == SUB_STEPS_PANEL]
+    assert panel["type"] == "table"
+    targets = {t["refId"]: t for t in panel["targets"]}
+    assert set(targets) == {"A", "B", "C", "D"}
+    parent = names.PARENT_LABEL
+    for ref, target in targets.items():
+        assert target["instant"] and target["format"] == "table", ref
+        # `=~".*"` (All) also matches no label: the top-level calls are kept out by `!=""`.
+        assert f'{parent}=~"$action", {parent}!=""' in target["expr"], ref
+    now, baseline = targets["A"]["expr"], targets["B"]["expr"]
+    assert baseline == now.replace("[$__rate_interval]", f"[$__rate_interval] {BASELINE_OFFSET}")
+    assert BASELINE_OFFSET not in now and "0.95" in now
+    assert targets["C"]["expr"] == f"({now}) / ({baseline}) - 1"
+    parents = f'{names.ACTION_LABEL}=~"$action", {names.COHORT_LABEL}=~"$cohort"}}'
+    assert parents in targets["D"]["expr"]  # over the calls of the action itself
+    renamed = next(t for t in panel["transformations"] if t["id"] == "organize")["options"]["renameByName"]
+    assert renamed[parent] == "parent" and renamed[names.ACTION_LABEL] == "sub-step"
+    [change] = panel["fieldConfig"]["overrides"]
+    assert change["matcher"]["options"] == renamed["Value #C"] == "change"
+    # Every other query of the service's histogram reads its top-level calls only, as the rules do.
+    histogram_selectors = re.compile(rf"\b{DURATION}(?:_bucket|_count|_sum)?\{{[^}}]*\}}")
+    checked = 0
+    for title, ref, expr in _targets():
+        for selector in histogram_selectors.findall(expr) if title != SUB_STEPS_PANEL else ():
+            assert f'{parent}=""' in selector, (title, ref, selector)
+            checked += 1
+    assert checked >= 10, checked
 
 
 def test_generator_runbook_option() -> None:
@@ -348,6 +441,9 @@ def test_every_panel_query_returns_data(pipeline: Pipeline, panel: str, ref: str
     if pipeline.kind not in _reads(expr):  # the heatmap's query of the other kind
         assert query(pipeline.prometheus.url, promql) == [], f"{panel} / {ref}: {promql}"  # valid, empty
         return
+    if BASELINE_OFFSET in promql:  # a day ago: before this Prometheus started, so empty
+        assert query(pipeline.prometheus.url, promql) == [], f"{panel} / {ref}: {promql}"  # but valid
+        promql = promql.replace(BASELINE_OFFSET, TEST_OFFSET)  # a past this test has seen
     if panel == QUIET_PANEL:  # lists only series too quiet to judge: may rightly be empty
         query(pipeline.prometheus.url, promql)  # but must be a valid query
         series = f'service="{SERVICE}", action="{ACTION}", cohort="{COHORT}"'
@@ -356,6 +452,41 @@ def test_every_panel_query_returns_data(pipeline: Pipeline, panel: str, ref: str
     assert result, f"{panel} / {ref}: {promql}"
     if "histogram" in result[0]:  # native: the query Grafana draws as a heatmap from its buckets
         assert pipeline.kind == "native" and result[0]["histogram"][1]["buckets"], result
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_sub_steps_table_on_the_real_pipeline(pipeline: Pipeline) -> None:
+    """The children of the action, each with its p95 and its time per call of the action: the
+    policy fetch (60 % of the simulated I/O) and the risk model (40 %) are most of a call, the
+    check (CPU work of microseconds) a sliver of it."""
+    [panel] = [p for p in _panels(_model()) if p["title"] == SUB_STEPS_PANEL]
+    targets = {t["refId"]: _substitute(t["expr"]) for t in panel["targets"]}
+    url, key = pipeline.prometheus.url, names.ACTION_LABEL
+
+    def by_step(promql: str) -> dict[str, float]:
+        def every_step(result: list[dict[str, Any]]) -> bool:
+            return {s["metric"].get(key) for s in result} >= set(SUBSTEPS)
+
+        result = wait_for_query(url, promql, accept=every_step)
+        assert {s["metric"][names.PARENT_LABEL] for s in result} == {ACTION}, result
+        return {s["metric"][key]: float(s["value"][1]) for s in result}
+
+    p95 = by_step(targets["A"])
+    assert set(p95) == set(SUBSTEPS) and all(0 < v < 1 for v in p95.values()), p95
+    per_call = by_step(targets["D"])
+    assert set(per_call) == set(SUBSTEPS), per_call
+    selector = f'{{job="{SERVICE}", {key}="{ACTION}", {names.COHORT_LABEL}="{COHORT}"}}'
+    mean = (f"sum(histogram_sum(rate({DURATION}{selector}[{RATE_INTERVAL}]))) / "
+            f"sum(histogram_count(rate({DURATION}{selector}[{RATE_INTERVAL}])))")
+    if pipeline.kind == "classic":
+        mean = (f"sum(rate({DURATION}_sum{selector}[{RATE_INTERVAL}])) / "
+                f"sum(rate({DURATION}_count{selector}[{RATE_INTERVAL}]))")
+    [call] = query(url, mean)  # the action's mean time per call, its sub-steps included
+    mean_s = float(call["value"][1])
+    fetch, check, model = per_call[FETCH], per_call[CHECK], per_call[MODEL]
+    assert 0 < check < model < fetch, per_call
+    assert 0.5 * mean_s < fetch + check + model <= 1.1 * mean_s, (per_call, mean_s)  # inside the call
 
 
 @pytest.mark.integration
