@@ -9,6 +9,8 @@ Variants (each wraps the same no-op ``work(agent_id, cohort)``):
   prom observe      time it and ``prometheus_client.Histogram.observe``
   ours/on, ours/10% ``@nethical_otel.instrument`` under the same two samplers
   ours/metrics      ``@nethical_otel.instrument`` with tracing off (metrics only)
+  ours/sub-step     the same, called inside another instrumented call (recorded as its
+                    sub-step, ``nethical.action.parent``): what nesting adds
 
 Spans go through a BatchSpanProcessor to an exporter that discards them, so export work
 is on the background thread as in production. Rounds interleave the variants; each figure
@@ -99,6 +101,19 @@ def ours_variant(**settings):
     return nethical_otel.instrument(name="process_action")(work), telemetry.shutdown
 
 
+def nested_variant(**settings):
+    """Every call made inside one open ``action("parent")`` block: each is a sub-step."""
+    call, shutdown = ours_variant(**settings)
+    parent = nethical_otel.action("parent")
+    parent.__enter__()
+
+    def close():
+        parent.__exit__(None, None, None)
+        shutdown()
+
+    return call, close
+
+
 VARIANTS = {
     "bare": lambda: (work, lambda: None),
     "snippet/on": lambda: snippet_variant(ALWAYS_ON),
@@ -107,6 +122,7 @@ VARIANTS = {
     "ours/on": lambda: ours_variant(traces_sampler="always_on"),
     "ours/10%": lambda: ours_variant(traces_sampler="parentbased_traceidratio", traces_sampler_arg=0.1),
     "ours/metrics": lambda: ours_variant(traces_enabled=False),
+    "ours/sub-step": lambda: nested_variant(traces_enabled=False),
 }
 
 
@@ -135,6 +151,7 @@ def main() -> None:
         ("ours/on / snippet/on", overhead["ours/on"] / overhead["snippet/on"], 1.0),
         ("ours/10% / snippet/10%", overhead["ours/10%"] / overhead["snippet/10%"], 0.5),
         ("ours/metrics / prom observe", overhead["ours/metrics"] / overhead["prom observe"], 2.0),
+        ("ours/sub-step / prom observe", overhead["ours/sub-step"] / overhead["prom observe"], 2.0),
     ]
     for label, ratio, target in rows:
         verdict = "ok" if ratio <= target else "MISSED"

@@ -38,7 +38,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from nethical_otel._version import __version__
 from nethical_otel.names import DURATION, SCOPE
-from nethical_otel.telemetry.recorder import ExemplarSlots, RecorderRegistry, SeriesRecorder
+from nethical_otel.telemetry.recorder import ExemplarSlots, RecorderRegistry, SeriesRecorder, exemplar_slots
 
 if TYPE_CHECKING:
     import numpy as np
@@ -80,7 +80,7 @@ class LeLayout:
 
     def exemplar_slots(self) -> ExemplarSlots:
         """The reservoirs' slots: one per ``le`` bucket of this layout."""
-        return ExemplarSlots(self.per_octave, self.lo, self.hi)
+        return exemplar_slots(self.per_octave, self.lo, self.hi)
 
     def counts(self, hist: LatencyHistogram) -> np.ndarray:
         """Counts per ``le`` bucket, not cumulative (``len(bounds) + 1`` values, last is +Inf)."""

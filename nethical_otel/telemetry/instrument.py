@@ -286,8 +286,10 @@ class _Call:
     def _restore_parent(self) -> None:
         try:
             _PARENT.reset(self.parent_token)
-        except ValueError:  # a generator or callback left the context it was entered in
+        except (ValueError, RuntimeError):  # a generator or callback left the context it began in
             _PARENT.set(self.parent)
+        except Exception:
+            _warn_once("restoring the parent action")
 
     def _offer(self, series, seconds: float) -> None:
         """A sampled call's trace and span ids, as an exemplar of its latency bucket."""

@@ -22,8 +22,9 @@ length capped) and never raises.
 Exemplars: a call whose span is sampled also offers (value, trace id, span id, time) to
 its series' reservoir, one slot per ``le`` bucket of the explicit layout (the OpenTelemetry
 SDK's aligned-histogram-bucket reservoir): the newest exemplar of each bucket is kept, so a
-series holds at most ``len(bounds) + 1`` of them (about 70 tuples) and the slow tail always
-has one. Unsampled and metrics-only calls never reach it.
+series holds at most ``len(bounds) + 1`` of them (70 with the default buckets: 16 kB measured when
+every bucket is hit, a third of that for latencies within two decades) and the slow tail
+always has one. Unsampled and metrics-only calls never reach it.
 
 A call made inside another instrumented call is recorded in a series of its own with
 ``nethical.action.parent`` (the enclosing call's action, folded like every action): the
@@ -39,11 +40,11 @@ import logging
 import math
 import os
 import threading
-import time
 import weakref
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
+from time import time_ns
 from typing import TYPE_CHECKING
 
 from nethical_otel.exemplar import Exemplar
@@ -58,22 +59,23 @@ _log = logging.getLogger(__name__)
 DRAIN_AT = 512
 
 
-class ExemplarSlots:
+ExemplarSlots = Callable[[float], int]  # latency (s) -> reservoir slot
+
+
+def exemplar_slots(per_octave: int, lo: int, hi: int) -> ExemplarSlots:
     """Which ``le`` bucket of ``2 ** (k / per_octave)`` bounds, ``k in lo..hi``, a value falls in:
-    the slot of the aligned reservoir (0 .. hi - lo + 1, the last one is +Inf)."""
+    the slot of the aligned reservoir (0 .. hi - lo + 1, the last one is +Inf). A closure, not a
+    method: it runs on every sampled call (about 0.3 us)."""
+    top = hi - lo + 1
+    inf = math.inf
 
-    __slots__ = ("_hi", "_lo", "_per_octave")
+    def slot(seconds: float, log2=math.log2, ceil=math.ceil) -> int:
+        if 0.0 < seconds < inf:
+            k = ceil(log2(seconds) * per_octave) - lo
+            return 0 if k < 0 else (top if k > top else k)
+        return top if seconds == inf else 0  # 0, negative, NaN: the first bucket
 
-    def __init__(self, per_octave: int, lo: int, hi: int) -> None:
-        self._per_octave, self._lo, self._hi = per_octave, lo, hi
-
-    def __call__(self, seconds: float) -> int:
-        if not seconds > 0:  # 0, negative, NaN: the first bucket
-            return 0
-        if seconds == math.inf:
-            return self._hi - self._lo + 1
-        k = math.ceil(math.log2(seconds) * self._per_octave)
-        return min(max(k, self._lo), self._hi + 1) - self._lo
+    return slot
 
 
 class SeriesRecorder:
@@ -103,18 +105,19 @@ class SeriesRecorder:
         self._histogram = _new_histogram(scale)
         self._lock = threading.Lock()
         self._slots = slots
-        self.exemplars: dict[int, Exemplar] = {}  # le slot -> the newest exemplar in it
+        self.exemplars: dict[int, tuple[float, int, int, int]] = {}  # le slot -> the newest in it
 
     def offer(self, seconds: float, trace_id: int, span_id: int) -> None:
-        """Keep a sampled call as its bucket's exemplar (the newest one of each bucket wins)."""
+        """Keep a sampled call as its bucket's exemplar (the newest one of each bucket wins).
+        A plain tuple (value, trace id, span id, time ns) here; ``Exemplar`` when read."""
         slots = self._slots
         if slots is not None:
-            self.exemplars[slots(seconds)] = Exemplar(seconds, trace_id, span_id, time.time_ns())
+            self.exemplars[slots(seconds)] = (seconds, trace_id, span_id, time_ns())
 
     def exemplars_since(self, since_ns: int = 0) -> list[Exemplar]:
         """The exemplars recorded after ``since_ns``, by bucket (a copy: safe while calls go on)."""
-        kept = list(self.exemplars.items())
-        return [e for _, e in sorted(kept) if e.time_ns > since_ns]
+        kept = sorted(self.exemplars.items())
+        return [Exemplar(*e) for _, e in kept if e[3] > since_ns]
 
     def observe(self, seconds: float) -> None:
         pending = self.pending

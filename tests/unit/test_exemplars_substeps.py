@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 
 import pytest
@@ -56,9 +57,12 @@ def test_the_reservoir_keeps_one_per_bucket_whatever_the_traffic(otel):
     assert len(recorder.exemplars) <= len(layout.bounds) + 1
     bounds = layout.bounds
     assert set(recorder.exemplars) == set(range(len(bounds) + 1)), "1 us .. 1000 s: every bucket, once"
-    for slot, e in recorder.exemplars.items():  # each in the le bucket it belongs to
-        assert slot == 0 or e.value > bounds[slot - 1]
-        assert slot == len(bounds) or e.value <= bounds[slot]
+    for slot, (value, *_) in recorder.exemplars.items():  # each in the le bucket it belongs to
+        assert slot == 0 or value > bounds[slot - 1]
+        assert slot == len(bounds) or value <= bounds[slot]
+    slot = layout.exemplar_slots()
+    assert [slot(v) for v in (0.0, -1.0, math.nan, math.inf, 1e9)] == [0, 0, 0, len(bounds), len(bounds)]
+    assert slot(bounds[5]) == 5 and slot(bounds[5] * 1.001) == 6
 
 
 @pytest.mark.parametrize(
