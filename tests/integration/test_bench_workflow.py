@@ -59,8 +59,10 @@ def test_triggers_jobs_and_artifacts() -> None:
     assert set(triggers["workflow_dispatch"]["inputs"]) == {"agents", "rps", "duration"}
     pr, main = workflow["jobs"]["pull-request"], workflow["jobs"]["main"]
     pr_text = _scripts(pr)
-    assert "$BASE_SHA" in pr_text and pr_text.count('nethical-otel" load') == 2  # base and head
+    assert "$BASE_SHA" in pr_text and pr_text.count('nethical-otel" load --agents') == 2  # base and head
     assert "compare performance-results/baseline.csv performance-results/current.csv" in pr_text
+    # CPU profiles for "Where the time went": the head always, a base that knows the option.
+    assert '--quiet --profile' in pr_text and '--quiet "${profile[@]}"' in pr_text
     assert "memory --actions 1000 --output memory-profile.txt" in pr_text
     assert MARKER in pr_text and "updateComment" in pr_text and "createComment" in pr_text
     uploads = [s for s in pr["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact")]
