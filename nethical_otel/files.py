@@ -58,6 +58,29 @@ def read_json(
         raise error(f"{path}: not valid JSON: {exc}") from None
 
 
+def read_versioned_json(
+    path: str | os.PathLike[str],
+    what: str,
+    fmt: str,
+    version: int,
+    rerun: str,
+    error: type[NethicalOtelError] = NethicalOtelError,
+) -> dict[str, Any]:
+    """A JSON object of ours, ``{"format": fmt, "version": version, ...}``; ``error`` naming the
+    file and field otherwise (``rerun``: what makes a file this release reads)."""
+    document = read_json(path, what, error)
+    if not isinstance(document, dict):
+        raise error(f"{path}: expected a JSON object, got {type(document).__name__}")
+    if document.get("format") != fmt:
+        raise error(f"{path}: field 'format' is {document.get('format')!r}, expected {fmt!r}")
+    if document.get("version") != version:
+        raise error(
+            f"{path}: field 'version' is {document.get('version')!r}; this nethical-otel reads version "
+            f"{version} ({rerun} with this release)"
+        )
+    return document
+
+
 def read_yaml(
     path: str | os.PathLike[str], what: str, error: type[NethicalOtelError] = NethicalOtelError
 ) -> Any:

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from nethical_otel.bench.results import PROFILE_SUFFIX, BenchError, RunResult, run_stem
-from nethical_otel.files import read_json
+from nethical_otel.files import read_versioned_json
 from nethical_otel.files import write_atomic as atomic_write_text
 
 PROFILE_FORMAT = "nethical-otel-cpu-profile"
@@ -180,16 +180,10 @@ def write_profile(profile: CpuProfile, path: str | os.PathLike[str]) -> Path:
 def read_profile(path: str | os.PathLike[str]) -> CpuProfile:
     """The profile in ``path``; ``BenchError`` naming the file and field when unusable."""
     path = Path(path)
-    doc = read_json(path, "CPU profile (JSON)", BenchError)
-    if not isinstance(doc, dict):
-        raise BenchError(f"{path}: expected a JSON object, got {type(doc).__name__}")
-    if doc.get("format") != PROFILE_FORMAT:
-        raise BenchError(f"{path}: field 'format' is {doc.get('format')!r}, expected {PROFILE_FORMAT!r}")
-    if doc.get("version") != PROFILE_VERSION:
-        raise BenchError(
-            f"{path}: field 'version' is {doc.get('version')!r}; this nethical-otel reads version "
-            f"{PROFILE_VERSION} (rerun `nethical-otel load --profile` with this release)"
-        )
+    doc = read_versioned_json(
+        path, "CPU profile (JSON)", PROFILE_FORMAT, PROFILE_VERSION, "rerun `nethical-otel load --profile`",
+        BenchError,
+    )  # fmt: skip
     calls = _field(doc, "target_calls", int, path)
     if calls < 1:
         raise BenchError(f"{path}: field 'target_calls' is {calls}, expected at least 1")

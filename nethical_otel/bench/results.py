@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nethical_otel.errors import NethicalOtelError
-from nethical_otel.files import read_json, read_text
+from nethical_otel.files import read_text, read_versioned_json
 from nethical_otel.files import write_atomic as atomic_write_text
 from nethical_otel.stats import LatencyHistogram, StatsError
 
@@ -338,16 +338,9 @@ def _number(raw: Any, name: str, where: str) -> float:
 
 
 def _read_sidecar(path: Path) -> RunResult:
-    document = read_json(path, "run histogram file (JSON)", BenchError)
-    if not isinstance(document, dict):
-        raise BenchError(f"{path}: expected a JSON object, got {type(document).__name__}")
-    if document.get("format") != SIDECAR_FORMAT:
-        raise BenchError(f"{path}: field 'format' is {document.get('format')!r}, expected {SIDECAR_FORMAT!r}")
-    if document.get("version") != SIDECAR_VERSION:
-        raise BenchError(
-            f"{path}: field 'version' is {document.get('version')!r}; this nethical-otel reads version "
-            f"{SIDECAR_VERSION} (rerun the benchmark with this release)"
-        )
+    document = read_versioned_json(
+        path, "run histogram file (JSON)", SIDECAR_FORMAT, SIDECAR_VERSION, "rerun the benchmark", BenchError
+    )
     summary = document.get("summary")
     if not isinstance(summary, dict):
         raise BenchError(f"{path}: field 'summary' must be an object")

@@ -114,7 +114,9 @@ def baseline_create(
     else:
         captured = capture.from_metrics(metrics_url, window, version_, wait=_wait_with_progress)
     captured.baselines.save(output, overwrite=force)
-    click.echo(f"wrote {plural(len(captured.baselines), 'baseline')} to {output}")
+    steps = sum(1 for b in captured.baselines if b.key.parent)
+    of = f" ({steps} of them sub-steps)" if steps else ""
+    click.echo(f"wrote {plural(len(captured.baselines), 'baseline')}{of} to {output}")
 
 
 def _wait_with_progress(seconds: float) -> None:

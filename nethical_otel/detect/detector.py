@@ -125,7 +125,7 @@ class Detector:
         self.last_reports: list[SeriesReport] = []
         self.last_substeps: dict[SeriesKey, list[SeriesReport]] = {}  # parent key -> its sub-steps
         self._alerting: set[SeriesKey] = set()  # series with a pending or firing alert, this step
-        self._where: dict[tuple, dict[str, str]] = {}  # this step's attribution, by series and metric
+        self._where: dict[tuple, object] = {}  # this step's attribution, by series and metric
         self.evaluations = 0
         self.last_duration_s = 0.0
         self.last_error: str | None = None  # why the last step could not read its source
@@ -201,16 +201,29 @@ class Detector:
         return annotations
 
     def _where_it_went(self, report: SeriesReport, finding: Finding, now: float) -> dict[str, str]:
-        """The sub-step and exemplar annotations of a latency alert (once per series, metric and step)."""
+        """The sub-step and exemplar annotations of a latency alert, once per series and metric
+        each step (the exemplars once per series). A failure here costs the alert these
+        annotations only, never the alert."""
         which = (report.key, finding.metric)
         found = self._where.get(which)
-        if found is None:
-            changes = []
+        if found is not None:
+            return found
+        changes, exemplars = [], self._where.get((report.key, "exemplars"))
+        try:
             if report.baseline is not None:
                 substeps = self.last_substeps.get(report.key, [])
                 changes = attribution.rank_substeps(report.window, report.baseline, substeps, finding.metric)
-            exemplars = attribution.slow_exemplars(self.source, report.key, now - report.window.seconds, now)
-            found = self._where[which] = attribution.annotations(changes, exemplars, self.trace_url_template)
+        except Exception as exc:
+            self._failed_once(("substeps", report.key), exc, f"ranking the sub-steps of {report.key}")
+        if exemplars is None:
+            try:
+                start = now - report.window.seconds
+                exemplars = attribution.slow_exemplars(self.source, report.key, start, now)
+            except Exception as exc:
+                self._failed_once(("exemplars", report.key), exc, f"reading the exemplars of {report.key}")
+                exemplars = []
+            self._where[(report.key, "exemplars")] = exemplars
+        found = self._where[which] = attribution.annotations(changes, exemplars, self.trace_url_template)
         return found
 
     def _learn(

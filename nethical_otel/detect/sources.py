@@ -468,7 +468,8 @@ def scrape(url: str, metric: str = DURATION_METRIC, timeout_s: float = 10.0) -> 
             continue
         for sample in family.samples:
             labels = sample.labels
-            key = SeriesKey(service, labels.get(ACTION_LABEL, ""), labels.get(COHORT_LABEL, ""))
+            action, cohort = labels.get(ACTION_LABEL, ""), labels.get(COHORT_LABEL, "")
+            key = SeriesKey(service, action, cohort, labels.get(PARENT_LABEL, ""))
             if sample.name.endswith("_bucket"):
                 by_le = result.buckets.setdefault(key, {})
                 le = float(labels["le"])

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from nethical_otel.detect.baseline import BaselineSet
+from nethical_otel.example.governance import SUBSTEPS
 from tests.servers import free_port, start_prometheus
 
 pytestmark = pytest.mark.integration
@@ -123,12 +124,15 @@ def test_baseline_create_from_a_running_service_then_show(tmp_path):
             "baseline", "create", "--from-metrics", url, "--window", "3", "-o", str(path), "--version", "v1"
         )
         assert created.returncode == 0, created.stderr
-        assert "wrote 3 baselines" in created.stdout
+        # The 3 actions, and the 3 sub-steps of each (they say where an alert's time went).
+        assert "wrote 12 baselines (9 of them sub-steps)" in created.stdout
         assert "scraping again in 3 s" in created.stderr  # the wait between the scrapes is shown
-        baselines = list(BaselineSet.load(path))
-        assert {(b.key.service, b.key.action, b.key.cohort) for b in baselines} == {
-            ("governance", action, "demo") for action in ("query", "tool_call", "generate")
-        }
+        everything = list(BaselineSet.load(path))
+        actions = ("query", "tool_call", "generate")
+        assert {(b.key.service, b.key.action, b.key.cohort, b.key.parent) for b in everything} == {
+            ("governance", action, "demo", "") for action in actions
+        } | {("governance", step, "demo", action) for action in actions for step in SUBSTEPS}
+        baselines = [b for b in everything if not b.key.parent]
         for b in baselines:
             assert 2.5 < b.window_s < 4.5 and b.version == "v1"
             assert 40 < b.throughput_rps < 200  # 300 req/s over 3 actions, 50/30/20 %

@@ -32,6 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import nethical_otel
 from nethical_otel.example import GovernanceError, IntegratedGovernance
+from nethical_otel.example.governance import SUBSTEPS
+from nethical_otel.names import PARENT_LABEL
 from tests.servers import (
     COLLECTOR_CONFIG,
     COLLECTOR_CONFIG_CLASSIC,
@@ -182,6 +184,19 @@ def _export_governance_calls(
     return calls, instance_id
 
 
+def _assert_sub_steps(by_series: list[tuple[str, str, int]], calls: Counter) -> None:
+    """Each action's sub-steps arrive with its name as parent: one fetch and one check per call
+    (the cohorts summed; a failed call stops at its check, so risk.model has the rest)."""
+    per_action = Counter()
+    for (action, _cohort, _error), n in calls.items():
+        per_action[action] += n
+    fetched = Counter()
+    for step, parent, n in by_series:
+        if step == SUBSTEPS[0]:
+            fetched[parent] += n
+    assert fetched == per_action
+
+
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_example_service_exports_classic_buckets_through_the_collector(
     tmp_path: Path, clean_env: None, protocol: str
@@ -193,14 +208,19 @@ def test_example_service_exports_classic_buckets_through_the_collector(
 
         def counted(samples: list) -> bool:
             got = Counter({(s.labels["nethical_action"], s.labels.get("nethical_cohort", ""),
-                            s.labels.get("error_type", "")): int(s.value) for s in samples})
+                            s.labels.get("error_type", "")): int(s.value) for s in samples
+                           if PARENT_LABEL not in s.labels})
             return got == calls
 
         counts = _wait_for_samples(collector, "nethical_action_duration_seconds_count", service_name, counted)
         assert {s.labels["instance"] for s in counts} == {instance_id}
-        # Only these labels: no resource attribute other than job/instance, no scope labels.
+        # Only these labels: no resource attribute other than job/instance, no scope labels;
+        # the sub-steps of process_action have their parent's action besides.
         assert {frozenset(s.labels) - {"error_type"} for s in counts} == {
-            frozenset({"job", "instance", "nethical_action", "nethical_cohort"})}
+            frozenset({"job", "instance", "nethical_action", "nethical_cohort"}),
+            frozenset({"job", "instance", "nethical_action", "nethical_cohort", PARENT_LABEL})}
+        _assert_sub_steps([(s.labels["nethical_action"], s.labels.get(PARENT_LABEL, ""), int(s.value))
+                           for s in counts if not s.labels.get("error_type")], calls)
 
         text = collector.scrape()
         buckets = [s for s in _samples(text, "nethical_action_duration_seconds_bucket")
@@ -223,16 +243,18 @@ def test_example_service_exports_classic_buckets_through_the_collector(
         def span_calls_counted(samples: list) -> bool:
             got: Counter[tuple[str, str, str]] = Counter()
             for s in samples:
+                if s.labels["span_name"] != "process_action":  # a sub-step's span
+                    continue
                 error = "GovernanceError" if s.labels["status_code"] == "STATUS_CODE_ERROR" else ""
                 got[(s.labels["nethical_action"], s.labels["nethical_cohort"], error)] += int(s.value)
             return got == calls
 
         spans = _wait_for_samples(collector, "traces_span_metrics_calls_total", service_name,
                                   span_calls_counted)
-        assert {s.labels["span_name"] for s in spans} == {"process_action"}
+        assert {s.labels["span_name"] for s in spans} == {"process_action", *SUBSTEPS}
         assert {s.labels["service_name"] for s in spans} == {service_name}
         durations = [s for s in _samples(collector.scrape(), "traces_span_metrics_duration_seconds_count")
-                     if s.labels["job"] == service_name]
+                     if s.labels["job"] == service_name and s.labels["span_name"] == "process_action"]
         assert sum(s.value for s in durations) == sum(calls.values())
 
 
@@ -246,7 +268,8 @@ def test_example_service_exports_native_histograms_to_prometheus3(tmp_path: Path
 
         def counted(result: list) -> bool:
             got = Counter({(s["metric"]["nethical_action"], s["metric"].get("nethical_cohort", ""),
-                            s["metric"].get("error_type", "")): int(float(s["value"][1])) for s in result})
+                            s["metric"].get("error_type", "")): int(float(s["value"][1])) for s in result
+                           if PARENT_LABEL not in s["metric"]})
             return got == calls
 
         counts = wait_for_query(prometheus.url,
@@ -257,8 +280,11 @@ def test_example_service_exports_native_histograms_to_prometheus3(tmp_path: Path
         assert all("histogram" in s for s in stored), "not native histograms"
         # Only these labels, as on the classic path: no resource attribute besides job/instance,
         # no scope labels.
-        assert {frozenset(s["metric"]) - {"error_type"} for s in stored} == {
+        assert {frozenset(s["metric"]) - {"error_type", PARENT_LABEL} for s in stored} == {
             frozenset({"__name__", "job", "instance", "nethical_action", "nethical_cohort"})}
+        _assert_sub_steps([(s["metric"]["nethical_action"], s["metric"].get(PARENT_LABEL, ""),
+                            int(float(s["value"][1]))) for s in counts if not s["metric"].get("error_type")],
+                          calls)
         assert not query(prometheus.url, f'{{__name__=~"nethical_action_duration_seconds_.+", '
                                          f'job="{service_name}"}}'), "classic series beside the native ones"
         assert query(prometheus.url, f'nethical_action_active{{job="{service_name}"}}'), "no in-flight gauge"
@@ -268,6 +294,8 @@ def test_example_service_exports_native_histograms_to_prometheus3(tmp_path: Path
         def span_calls_counted(result: list) -> bool:
             got: Counter[tuple[str, str, str]] = Counter()
             for s in result:
+                if s["metric"]["span_name"] != "process_action":  # a sub-step's span
+                    continue
                 error = "GovernanceError" if s["metric"]["status_code"] == "STATUS_CODE_ERROR" else ""
                 got[(s["metric"]["nethical_action"], s["metric"]["nethical_cohort"], error)] += \
                     int(float(s["value"][1]))
@@ -275,7 +303,7 @@ def test_example_service_exports_native_histograms_to_prometheus3(tmp_path: Path
 
         spans = wait_for_query(prometheus.url, f'traces_span_metrics_calls_total{{job="{service_name}"}}',
                                accept=span_calls_counted)
-        assert {s["metric"]["span_name"] for s in spans} == {"process_action"}
+        assert {s["metric"]["span_name"] for s in spans} == {"process_action", *SUBSTEPS}
 
 
 @pytest.mark.parametrize("path", COLLECTOR_CONFIGS, ids=lambda p: p.name)

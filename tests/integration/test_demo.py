@@ -66,11 +66,17 @@ def test_injected_regression_fires_after_injection_and_resolves_after_removal(tm
     assert "Warning:" not in result.stdout
     assert summary["plan_warnings"] == [] and summary["still_firing"] == []
     fired = sum(a["state"] == "firing" for a in alerts)  # the outcome counts every action's
-    assert summary["outcome"] == [
+    assert summary["outcome"][0] == (
         f"{fired} alerts fired, all resolved before the end."
         if fired > 1
         else "1 alert fired and resolved before the end."
-    ]
+    )
+    # The slowdown went into query's policy_store.fetch: the alert, the outcome, summary.md say so.
+    assert "mostly in policy_store.fetch" in result.stdout
+    [where] = summary["outcome"][1:]
+    assert "alert on query put the slowdown in policy_store.fetch: policy_store.fetch +" in where
+    assert any(a["substep"] == "policy_store.fetch" for a in firing)
+    assert f"- {where}" in markdown
     assert summary["outcome"][0] in result.stdout and f"- {summary['outcome'][0]}" in markdown
 
 

@@ -44,10 +44,16 @@ def default_plan(duration_s: float, window_s: float = 10.0) -> DemoPlan:
     return DemoPlan(duration_s, window_s=window_s, inject=inject)
 
 
-def event(t: float, state: str, quantile: str = "0.5", severity: str = "warning") -> AlertEvent:
+FETCH_SAID = "policy_store.fetch +1.20 ms per call (all of the slowdown), p50 +50.0% (significant)"
+
+
+def event(
+    t: float, state: str, quantile: str = "0.5", severity: str = "warning", where: bool = False
+) -> AlertEvent:
     return AlertEvent(
-        t, state, "NethicalLatencyRegression", "query", quantile, severity, "20.0", "+10% .. +30%"
-    )
+        t, state, "NethicalLatencyRegression", "query", quantile, severity, "20.0", "+10% .. +30%",
+        *(("policy_store.fetch", FETCH_SAID) if where else ()),
+    )  # fmt: skip
 
 
 def timeline(plan: DemoPlan, alerts: list[AlertEvent], window_s: float = 10.0) -> Timeline:
@@ -137,20 +143,28 @@ def test_the_plain_outcomes_agree_in_number() -> None:
     three += [event(106, "resolved", q) for q in ("0.5", "0.95", "0.99")]
     assert outcome(timeline(plan, three), plan) == ["3 alerts fired, all resolved before the end."]
     assert outcome(timeline(plan, []), plan)[0].startswith(
-        "0 alerts fired: the slowdown (query x1.3 from 60 s to 96 s) was not detected"
+        "0 alerts fired: the slowdown (query x1.3 from 60 s to 96 s, in policy_store.fetch (x1.5)) "
+        "was not detected"
     )
     steady = DemoPlan(120)
     assert outcome(timeline(steady, []), steady) == ["0 alerts fired (steady run: none expected)."]
+    named = [event(72, "firing", where=True), event(106, "resolved", where=True)]
+    assert outcome(timeline(plan, named), plan) == [
+        "1 alert fired and resolved before the end.",
+        f"The p50 alert on query put the slowdown in policy_store.fetch: {FETCH_SAID}.",
+    ]
 
 
 def test_summary_md_says_the_same() -> None:
     plan = default_plan(60)
-    run = timeline(plan, [event(40, "firing")])
+    run = timeline(plan, [event(40, "firing", where=True)])
     text = markdown(run, plan, "latency.png")
     for line in outcome(run, plan):
         assert f"- {line}" in text
     assert "Warned at the start: a 60 s run is too short for an alert to resolve" in text
     assert "| 40 s | firing | NethicalLatencyRegression | query | p50 |" in text
+    assert f"| {FETCH_SAID} |" in text
+    assert "Injected: query x1.3 from 30 s to 48 s, in policy_store.fetch (x1.5)" in text
 
 
 # -- the PNG ----------------------------------------------------------------------------------
@@ -159,7 +173,7 @@ def test_summary_md_says_the_same() -> None:
 def test_the_png_names_the_slowdown_and_each_alert_in_a_legend_off_the_data(tmp_path: Path) -> None:
     plan = default_plan(60)
     alerts = [
-        event(40, "firing"),
+        event(40, "firing", where=True),
         event(40, "firing", "0.95"),
         event(42, "firing", "0.99", "info"),
         event(56, "resolved", "0.99"),
@@ -169,8 +183,8 @@ def test_the_png_names_the_slowdown_and_each_alert_in_a_legend_off_the_data(tmp_
     fig = figure(run, plan)
     (legend,) = fig.legends
     labels = [t.get_text() for t in legend.get_texts()]
-    assert "slowdown: query x1.3 from 30 s to 48 s" in labels
-    assert "query p50, p95 alert fired (warning) at 40 s" in labels
+    assert "slowdown: query x1.3 from 30 s to 48 s, in policy_store.fetch (x1.5)" in labels
+    assert "query p50, p95 alert fired (warning) at 40 s, in policy_store.fetch" in labels
     assert "query p99 alert fired (info) at 42 s" in labels
     assert "query p99 alert resolved at 56 s" in labels and "query p95 alert resolved at 58 s" in labels
     assert "still firing at exit: query (p50)" in labels

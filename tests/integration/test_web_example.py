@@ -34,6 +34,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import nethical_otel
 from nethical_otel.example import IntegratedGovernance
+from nethical_otel.example.governance import SUBSTEPS
 from nethical_otel.names import (
     ACTION,
     ACTION_LABEL,
@@ -44,6 +45,8 @@ from nethical_otel.names import (
     DURATION_METRIC,
     ERROR_TYPE,
     ERROR_TYPE_LABEL,
+    PARENT,
+    PARENT_LABEL,
 )
 from tests.sdk_metrics import data_points
 from tests.servers import LOOPBACK, ServerProcess, free_port
@@ -107,12 +110,17 @@ def test_app_script_serves_and_exports_metrics(tmp_path: Path) -> None:
             assert client.get("/nowhere").status_code == 404
         exposition = httpx.get(f"http://{LOOPBACK}:{metrics_port}/metrics", timeout=10).text
 
-        calls = Counter()
+        calls, steps = Counter(), Counter()
         for labels, value in _samples(exposition, f"{DURATION_METRIC}_count"):
-            assert labels[COHORT_LABEL] == "web"
+            assert labels[COHORT_LABEL] == "web"  # the sub-steps' too: their parent's cohort
             assert ERROR_TYPE_LABEL not in labels
-            calls[labels[ACTION_LABEL]] += value
+            if PARENT_LABEL in labels:
+                steps[(labels[ACTION_LABEL], labels[PARENT_LABEL])] += value
+            else:
+                calls[labels[ACTION_LABEL]] += value
         assert calls == ACTIONS  # exactly one observation per process_action call
+        # and one of each sub-step per call, under its parent's action
+        assert steps == {(step, action): n for action, n in ACTIONS.items() for step in SUBSTEPS}
 
         requests = {}
         for labels, value in _samples(exposition, "http_server_request_duration_seconds_count"):
@@ -193,7 +201,7 @@ def test_request_span_is_the_parent_of_process_action(in_process) -> None:
     assert call.context.trace_id == server.context.trace_id
     assert dict(call.attributes) == {ACTION: "tool_call", COHORT: "web", AGENT_ID: "agent-1"}
 
-    (point,) = data_points(reader, DURATION)
+    (point,) = [p for p in data_points(reader, DURATION) if PARENT not in p.attributes]
     assert dict(point.attributes) == {ACTION: "tool_call", COHORT: "web"}
     assert point.count == 1
     (http_point,) = data_points(reader, HTTP_DURATION, scope=WSGI_SCOPE)
@@ -219,7 +227,7 @@ def test_failing_call_is_an_error_span_and_a_503(in_process) -> None:
     assert call.attributes[ERROR_TYPE] == "GovernanceError"
     assert [event.name for event in call.events] == ["exception"]
 
-    (point,) = data_points(reader, DURATION)
+    (point,) = [p for p in data_points(reader, DURATION) if PARENT not in p.attributes]
     assert point.attributes[ERROR_TYPE] == "GovernanceError"
     assert point.count == 1
     (http_point,) = data_points(reader, HTTP_DURATION, scope=WSGI_SCOPE)

@@ -27,6 +27,7 @@ from nethical_otel.detect.sources import PrometheusSource
 from nethical_otel.example import IntegratedGovernance
 from nethical_otel.example.governance import CHECK, FETCH, MODEL
 from nethical_otel.names import ACTION_LABEL, DURATION_METRIC, PARENT_LABEL, TRACE_ID_LABEL
+from tests.integration.test_alerting import FAST
 from tests.load import SteadyLoad
 from tests.otlp_receiver import HttpReceiver
 from tests.servers import (
@@ -41,13 +42,6 @@ from tests.servers import (
 
 pytestmark = pytest.mark.integration
 
-FAST = {
-    "detector_window_s": 4.0,
-    "detector_step_s": 1.0,
-    "detector_for_s": 2.0,
-    "detector_keep_firing_for_s": 3.0,
-    "alert_resend_interval_s": 2.0,
-}
 TRACE_URL = "http://127.0.0.1:16686/trace/{trace_id}"
 
 

@@ -181,3 +181,19 @@ def test_in_process_source_keeps_nested_calls_apart():
     merged = source.cumulative()
     assert merged[FETCH].count == 3
     assert merged[SeriesKey("governance", "db.fetch", "control")].count == 5
+
+
+def test_a_failing_exemplar_source_costs_the_annotations_not_the_alert(caplog):
+    class Broken(NestedSource):
+        def exemplars(self, key, start, end):
+            raise RuntimeError("registry gone")
+
+    source, sink = Broken(), RecordingSink()
+    detector = make_detector(source, sink, for_s=0)
+    detector.step()
+    source.slow["db.fetch"] = 1.6
+    detector.step()
+    annotations = _firing(sink)["0.5"]
+    assert "exemplar_trace_ids" not in annotations
+    assert annotations["top_substep"] == "db.fetch", "the sub-steps are named all the same"
+    assert "registry gone" in caplog.text and "reading the exemplars of" in caplog.text

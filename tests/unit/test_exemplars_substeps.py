@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 
 import pytest
@@ -185,3 +186,17 @@ def test_parent_names_are_bounded_like_actions(otel):
     parents = {p.attributes.get(PARENT) for p in otel.points() if p.attributes[ACTION] == "child"}
     assert len(parents) <= 4 and "other" in parents
     assert len(otel.telemetry.registry.recorders()) <= 8
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_starts_without_the_parents_exemplars(otel):
+    nethical_otel.instrument(name="call")(_work)(0.0)
+    [recorder] = [r for r in otel.telemetry.registry.recorders() if r.exemplars]
+    pid = os.fork()
+    if pid == 0:  # the child: its reservoir is empty, and fills with its own calls
+        ok = not recorder.exemplars
+        nethical_otel.instrument(name="call")(_work)(0.0)
+        os._exit(0 if ok and len(recorder.exemplars) == 1 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(recorder.exemplars) == 1, "the parent keeps its own"
