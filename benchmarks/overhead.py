@@ -11,6 +11,7 @@ Variants (each wraps the same no-op ``work(agent_id, cohort)``):
   ours/metrics      ``@nethical_otel.instrument`` with tracing off (metrics only)
   ours/sub-step     the same, called inside another instrumented call (recorded as its
                     sub-step, ``nethical.action.parent``): what nesting adds
+  ours/no-substeps  ours/metrics with ``substeps_enabled=False``: what keeping the parent costs
 
 Spans go through a BatchSpanProcessor to an exporter that discards them, so export work
 is on the background thread as in production. Rounds interleave the variants; each figure
@@ -123,6 +124,7 @@ VARIANTS = {
     "ours/10%": lambda: ours_variant(traces_sampler="parentbased_traceidratio", traces_sampler_arg=0.1),
     "ours/metrics": lambda: ours_variant(traces_enabled=False),
     "ours/sub-step": lambda: nested_variant(traces_enabled=False),
+    "ours/no-substeps": lambda: ours_variant(traces_enabled=False, substeps_enabled=False),
 }
 
 

@@ -80,7 +80,7 @@ class LeLayout:
 
     def exemplar_slots(self) -> ExemplarSlots:
         """The reservoirs' slots: one per ``le`` bucket of this layout."""
-        return exemplar_slots(self.per_octave, self.lo, self.hi)
+        return exemplar_slots(self.bounds)
 
     def counts(self, hist: LatencyHistogram) -> np.ndarray:
         """Counts per ``le`` bucket, not cumulative (``len(bounds) + 1`` values, last is +Inf)."""

@@ -96,10 +96,13 @@ class Pipeline:
         tracer: trace.Tracer | None,
         head_sampler: HeadSampler | None = None,
         meter: metrics.Meter | None = None,
+        substeps: bool = True,
     ) -> None:
+        """``substeps``: calls inside calls are recorded as sub-steps (``substeps_enabled``)."""
         self.registry = registry
         self.tracer = tracer
         self.head_sampler = head_sampler
+        self.substeps = substeps
         if meter is not None:
             meter.create_observable_up_down_counter(
                 ACTIVE,
@@ -167,4 +170,4 @@ def api_pipeline(
         make_series=lambda attributes, error_type: _ApiSeries(histogram, attributes, error_type),
     )
     tracer = trace.get_tracer(SCOPE, __version__, tracer_provider)
-    return Pipeline(registry=registry, tracer=tracer, meter=meter)
+    return Pipeline(registry=registry, tracer=tracer, meter=meter, substeps=settings.substeps_enabled)

@@ -100,11 +100,11 @@ class HistogramText:
         counts = self.layout.cumulative(hist)
         lines = [f"{bucket}{b}{c}\n" for b, c in zip(self._le, counts, strict=True)]
         if openmetrics and recorder.exemplars:
-            for slot, (value, trace_id, span_id, at_ns) in list(recorder.exemplars.items()):
+            for slot, (value, context, at_ns) in list(recorder.exemplars.items()):
                 if 0 <= slot < len(lines) and counts[slot]:  # an exemplar is of a counted call
                     lines[slot] = (
-                        f"{lines[slot][:-1]} # {{{TRACE_ID_LABEL}=\"{trace_id:032x}\","
-                        f"{SPAN_ID_LABEL}=\"{span_id:016x}\"}} {value!r} {at_ns / 1e9:.3f}\n"
+                        f"{lines[slot][:-1]} # {{{TRACE_ID_LABEL}=\"{context.trace_id:032x}\","
+                        f"{SPAN_ID_LABEL}=\"{context.span_id:016x}\"}} {value!r} {at_ns / 1e9:.3f}\n"
                     )
         lines.append(f"{family}_count{{{labels}}} {hist.count}\n{family}_sum{{{labels}}} {hist.sum!r}\n")
         return "".join(lines).encode()

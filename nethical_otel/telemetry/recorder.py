@@ -36,14 +36,15 @@ parent's buffered values and exemplars belong to the parent's export, not the ch
 
 from __future__ import annotations
 
+import bisect
+import functools
 import logging
-import math
 import os
 import threading
 import weakref
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from time import time_ns
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,8 @@ from nethical_otel.names import ACTION, COHORT, ERROR_TYPE, ERROR_TYPE_OTHER, OT
 from nethical_otel.text import clean
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
+
     from nethical_otel.stats import LatencyHistogram
 
 _log = logging.getLogger(__name__)
@@ -62,20 +65,11 @@ DRAIN_AT = 512
 ExemplarSlots = Callable[[float], int]  # latency (s) -> reservoir slot
 
 
-def exemplar_slots(per_octave: int, lo: int, hi: int) -> ExemplarSlots:
-    """Which ``le`` bucket of ``2 ** (k / per_octave)`` bounds, ``k in lo..hi``, a value falls in:
-    the slot of the aligned reservoir (0 .. hi - lo + 1, the last one is +Inf). A closure, not a
-    method: it runs on every sampled call (about 0.3 us)."""
-    top = hi - lo + 1
-    inf = math.inf
-
-    def slot(seconds: float, log2=math.log2, ceil=math.ceil) -> int:
-        if 0.0 < seconds < inf:
-            k = ceil(log2(seconds) * per_octave) - lo
-            return 0 if k < 0 else (top if k > top else k)
-        return top if seconds == inf else 0  # 0, negative, NaN: the first bucket
-
-    return slot
+def exemplar_slots(bounds: Sequence[float]) -> ExemplarSlots:
+    """Which ``le`` bucket of ``bounds`` a value falls in (the first bound >= it; ``len(bounds)``
+    is +Inf): the slot of the aligned reservoir. One C call (``bisect``), no Python frame, as it
+    runs on every sampled call; 0, negative and NaN values go to the first slot."""
+    return functools.partial(bisect.bisect_left, tuple(bounds))
 
 
 class SeriesRecorder:
@@ -105,19 +99,23 @@ class SeriesRecorder:
         self._histogram = _new_histogram(scale)
         self._lock = threading.Lock()
         self._slots = slots
-        self.exemplars: dict[int, tuple[float, int, int, int]] = {}  # le slot -> the newest in it
+        self.exemplars: dict[int, tuple[float, SpanContext, int]] = {}  # le slot -> the newest in it
 
-    def offer(self, seconds: float, trace_id: int, span_id: int) -> None:
-        """Keep a sampled call as its bucket's exemplar (the newest one of each bucket wins).
-        A plain tuple (value, trace id, span id, time ns) here; ``Exemplar`` when read."""
+    def offer(self, seconds: float, context: SpanContext) -> None:
+        """Keep a sampled call (its span's context) as its bucket's exemplar: the newest of each
+        bucket wins. Kept as (value, context, time ns); the ids are read out with ``Exemplar``."""
         slots = self._slots
         if slots is not None:
-            self.exemplars[slots(seconds)] = (seconds, trace_id, span_id, time_ns())
+            self.exemplars[slots(seconds)] = (seconds, context, time_ns())
 
     def exemplars_since(self, since_ns: int = 0) -> list[Exemplar]:
         """The exemplars recorded after ``since_ns``, by bucket (a copy: safe while calls go on)."""
-        kept = sorted(self.exemplars.items())
-        return [Exemplar(*e) for _, e in kept if e[3] > since_ns]
+        kept = sorted(self.exemplars.items(), key=lambda item: item[0])
+        return [
+            Exemplar(value, context.trace_id, context.span_id, at_ns)
+            for _, (value, context, at_ns) in kept
+            if at_ns > since_ns
+        ]
 
     def observe(self, seconds: float) -> None:
         pending = self.pending

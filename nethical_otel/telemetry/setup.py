@@ -284,6 +284,7 @@ class Telemetry:
             tracer=tracer,
             head_sampler=head_sampler,
             meter=self.meter_provider.get_meter(SCOPE, __version__),
+            substeps=s.substeps_enabled,
         )
 
     def _start_prometheus(self, layout: LeLayout) -> MetricReader:

@@ -8,6 +8,7 @@ import os
 import random
 
 import pytest
+from opentelemetry.trace import SpanContext
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 import nethical_otel
@@ -54,7 +55,7 @@ def test_the_reservoir_keeps_one_per_bucket_whatever_the_traffic(otel):
     rng = random.Random(3)
     recorder = registry.series("load", None)
     for i in range(20_000):
-        recorder.offer(10 ** rng.uniform(-6, 3), i + 1, i + 1)  # 1 us .. 1000 s
+        recorder.offer(10 ** rng.uniform(-6, 3), SpanContext(i + 1, i + 1, is_remote=False))  # 1 us .. 1000 s
     assert len(recorder.exemplars) <= len(layout.bounds) + 1
     bounds = layout.bounds
     assert set(recorder.exemplars) == set(range(len(bounds) + 1)), "1 us .. 1000 s: every bucket, once"
@@ -200,3 +201,29 @@ def test_a_forked_child_starts_without_the_parents_exemplars(otel):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert len(recorder.exemplars) == 1, "the parent keeps its own"
+
+
+def test_a_call_left_in_another_context_than_it_began_in_never_raises(otel):
+    import contextvars
+
+    block = nethical_otel.action("moved")
+    contextvars.copy_context().run(block.__enter__)  # entered in a copy of the context ...
+    block.__exit__(None, None, None)  # ... left in this one: the token does not belong here
+    nethical_otel.instrument(name="after")(_work)(0.0)
+    series = {(p.attributes[ACTION], p.attributes.get(PARENT)) for p in otel.points()}
+    assert series == {("moved", None), ("after", None)}
+
+
+@pytest.mark.parametrize("otel", [{"substeps_enabled": False}], indirect=True)
+def test_without_sub_steps_nested_calls_are_series_of_their_own(otel):
+    @nethical_otel.instrument(name="db.fetch")
+    def fetch():
+        return None
+
+    @nethical_otel.instrument
+    def handle(cohort=None):
+        fetch()
+
+    handle(cohort="beta")
+    series = {(a[ACTION], a.get(PARENT), a.get(COHORT)) for a in (p.attributes for p in otel.points())}
+    assert series == {("handle", None, "beta"), ("db.fetch", None, None)}
