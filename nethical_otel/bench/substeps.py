@@ -86,10 +86,10 @@ def recording() -> Iterator[SubStepRecorder | None]:
 
     own = STATE.pipeline
     registry = getattr(own, "registry", None)
-    if registry is not None and hasattr(registry, "histograms"):  # the target's own setup()
+    if registry is not None:  # the target's own setup() (the API path's registry yields no data)
         yield SubStepRecorder(registry)
         return
-    if own is not None:  # telemetry disabled, or the API path of a service's own SDK set-up
+    if own is not None:  # telemetry disabled (OTEL_SDK_DISABLED)
         yield None
         return
     from nethical_otel.config import Settings

@@ -304,8 +304,7 @@ class PrometheusSource:
         service, action, cohort = self.labels
         matchers = [f'{service}="{_quoted(key.service)}"', f'{action}="{_quoted(key.action)}"']
         matchers.append(f'{cohort}="{_quoted(key.cohort)}"')
-        if key.parent:
-            matchers.append(f'{self.parent_label}="{_quoted(key.parent)}"')
+        matchers.append(f'{self.parent_label}="{_quoted(key.parent)}"')  # "": top-level calls only
         if self.selector:
             matchers.append(self.selector)
         metric = self.metric if self._kinds[0] == "native" else f"{self.metric}_bucket"

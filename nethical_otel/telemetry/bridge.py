@@ -190,12 +190,7 @@ class HistogramBridge:
         """The histogram metric; with exemplars recorded after ``exemplars_since_ns`` (None: none)."""
         now_ns = time.time_ns()
         points = []
-        for recorder in self.registry.recorders():
-            if not isinstance(recorder, SeriesRecorder):
-                continue
-            hist = recorder.snapshot()
-            if not hist.count:
-                continue
+        for recorder, hist in self.registry.snapshots():
             since = exemplars_since_ns
             exemplars = [] if since is None else _otel_exemplars(recorder, since)
             attributes, start = recorder.attributes, self._start_ns

@@ -299,8 +299,7 @@ class _Call:
             series.offer(seconds, span.get_span_context())
 
     def ok(self, seconds: float) -> None:
-        # The hot path: the parent reset and the exemplar inline (a Python call is 3-5 % of a
-        # metrics-only call).
+        # The hot path: the parent reset inline (a Python call is 3-5 % of a metrics-only call).
         if self.parent_token is not None:
             try:
                 _PARENT.reset(self.parent_token)
@@ -311,9 +310,8 @@ class _Call:
             self._leave()
             series = self.series
             series.observe(seconds)
-            span = self.span
-            if span is not None and self.binding.exemplars:
-                series.offer(seconds, span.get_span_context())
+            if self.span is not None:  # sampled: its exemplar (a call only for those)
+                self._offer(series, seconds)
         except Exception:
             _warn_once("recording a call")
 

@@ -19,12 +19,12 @@ Attribute values come from the caller's arguments and may be anything: ``clean``
 each into a ``str`` every exporter accepts (``str()`` guarded, invalid UTF-8 replaced,
 length capped) and never raises.
 
-Exemplars: a call whose span is sampled also offers (value, trace id, span id, time) to
-its series' reservoir, one slot per ``le`` bucket of the explicit layout (the OpenTelemetry
-SDK's aligned-histogram-bucket reservoir): the newest exemplar of each bucket is kept, so a
-series holds at most ``len(bounds) + 1`` of them (70 with the default buckets: 16 kB measured when
-every bucket is hit, a third of that for latencies within two decades) and the slow tail
-always has one. Unsampled and metrics-only calls never reach it.
+Exemplars: a call whose span is sampled also offers (value, span context, time) to its
+series' reservoir, one slot per ``le`` bucket of the explicit layout (the OpenTelemetry SDK's
+aligned-histogram-bucket reservoir): the newest exemplar of each bucket is kept, so a series
+holds at most ``len(bounds) + 1`` of them (70 with the default buckets: about 20 kB measured,
+span contexts included, when every bucket is hit) and the slow tail always has one.
+Unsampled and metrics-only calls never reach it.
 
 A call made inside another instrumented call is recorded in a series of its own with
 ``nethical.action.parent`` (the enclosing call's action, folded like every action): the
@@ -299,13 +299,18 @@ class RecorderRegistry:
         with self._lock:
             return [*self._series.values(), *self._overflow_series.values()]
 
-    def histograms(self) -> Iterator[tuple[dict[str, str], LatencyHistogram]]:
-        """(attributes, cumulative histogram) of every series we aggregate ourselves that has data."""
+    def snapshots(self) -> Iterator[tuple[SeriesRecorder, LatencyHistogram]]:
+        """(recorder, cumulative histogram) of every series we aggregate ourselves that has data."""
         for recorder in self.recorders():
             if isinstance(recorder, SeriesRecorder):
                 hist = recorder.snapshot()
                 if hist.count:
-                    yield recorder.attributes, hist
+                    yield recorder, hist
+
+    def histograms(self) -> Iterator[tuple[dict[str, str], LatencyHistogram]]:
+        """(attributes, cumulative histogram) of every series with data (``snapshots``)."""
+        for recorder, hist in self.snapshots():
+            yield recorder.attributes, hist
 
     def exemplars(self) -> Iterator[tuple[dict[str, str], list[Exemplar]]]:
         """(attributes, exemplars) of every series that has some."""

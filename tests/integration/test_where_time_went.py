@@ -99,7 +99,12 @@ def test_the_alert_names_the_slowed_sub_step_and_links_spans_the_collector_recei
                 first = annotations["substeps"].split("; ")[0]
                 assert first.startswith(f"{FETCH} +") and "(significant)" in first, first
                 assert "mostly in policy_store.fetch" in annotations["summary"]
-                assert CHECK not in annotations["substeps"] and MODEL not in annotations["substeps"]
+                # The others may be named too when the machine is loaded (a slower wake-up from
+                # each sleep is real time in risk.model), but each carries far less than the fetch.
+                parts = [part.split() for part in annotations["substeps"].split("; ")]
+                named = {words[0]: float(words[1]) for words in parts}  # sub-step: ms per call
+                assert set(named) <= {FETCH, CHECK, MODEL}
+                assert all(ms < named[FETCH] / 2 for step, ms in named.items() if step != FETCH), named
                 ids = annotations["exemplar_trace_ids"].split(",")
                 assert 1 <= len(ids) <= 3 and all(len(i) == 32 for i in ids)
                 assert annotations["trace_url"] == TRACE_URL.replace("{trace_id}", ids[0])
