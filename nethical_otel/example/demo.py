@@ -508,6 +508,16 @@ def _on_actions(events: Sequence[AlertEvent]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+def after_slowdown(timeline: Timeline, plan: DemoPlan) -> list[AlertEvent]:
+    """The alerts that began to fire too late to be the injected slowdown's: once the
+    slowdown has left the window, an alert pending on it fires ``for`` later at the latest."""
+    inject, timing = plan.inject, timeline.timing
+    if inject is None or inject.end_s is None or timing is None:
+        return []
+    limit = inject.end_s + timing.fire_after_s
+    return [e for e in timeline.alerts if e.state == "firing" and e.t > limit]
+
+
 def outcome(timeline: Timeline, plan: DemoPlan) -> list[str]:
     """What the run showed, in sentences, for the terminal, summary.md and the PNG: how many
     alerts fired, and when that is not what the plan was for, why (a run too short to learn
@@ -540,6 +550,13 @@ def outcome(timeline: Timeline, plan: DemoPlan) -> list[str]:
     elif fired > len(firing):
         head += f", {fired - len(firing)} resolved before the end"
     lines.append(head + ".")
+    after = after_slowdown(timeline, plan)
+    if after:
+        lines.append(
+            f"{plural(len(after), 'alert')} on {_on_actions(after)} fired after the slowdown was over "
+            f"(from {after[0].t:.0f} s): not the injected slowdown but this machine's own (another "
+            "process, a busy CPU), which the demo's short window and `for` catch."
+        )
     named = [e for e in timeline.alerts if e.state == "firing" and e.substep]
     if named:
         first = named[0]
@@ -550,7 +567,14 @@ def outcome(timeline: Timeline, plan: DemoPlan) -> list[str]:
         subject = "the alert on" if len(firing) == 1 else "the alerts on"
         verb = "was" if len(firing) == 1 else "were"
         text = f"{subject} {_on_actions(firing)} {verb} still firing at exit"
-        if inject is not None and inject.end_s is not None and timing is not None and not stopped:
+        injected = any(e not in after for e in firing)  # not only alerts of the machine's own
+        if (
+            inject is not None
+            and inject.end_s is not None
+            and timing is not None
+            and injected
+            and not stopped
+        ):
             late = [p.text for p in problems if p.stage == "resolve"]
             hint = (
                 f"try --duration {timing.suggested_duration_s()}"

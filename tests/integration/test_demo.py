@@ -12,6 +12,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 INJECT_AT, INJECT_FOR = 10.0, 9.0
+# The demo's timing at --window 3: an alert fires within window + for + step (4.8 s) of a change.
+FIRE_AFTER = 3 + 1.2 + 0.6
 
 
 def run_demo(tmp_path, *extra: str, duration: float = 30) -> tuple[subprocess.CompletedProcess, dict]:
@@ -27,29 +29,32 @@ def run_demo(tmp_path, *extra: str, duration: float = 30) -> tuple[subprocess.Co
 
 def test_injected_regression_fires_after_injection_and_resolves_after_removal(tmp_path):
     result, summary = run_demo(
-        tmp_path, "--inject-at", str(INJECT_AT), "--inject-for", str(INJECT_FOR), "--inject-action", "query"
-    )
+        tmp_path, "--inject-at", str(INJECT_AT), "--inject-for", str(INJECT_FOR), "--inject-action", "query",
+        duration=36,
+    )  # fmt: skip
     alerts = summary["alerts"]
-    firing = [a for a in alerts if a["state"] == "firing" and a["action"] == "query"]
-    resolved = [a for a in alerts if a["state"] == "resolved" and a["action"] == "query"]
+    end = INJECT_AT + INJECT_FOR
+    # The slowdown's alerts: those that fire while it lasts or until it has left the window.
+    # Other actions share the demo's process (its event loop and the GIL) with the slowed one,
+    # so while query is slowed they can really get slower too (seen: tool_call's p50 +18 % at
+    # 16 s of a 10-19 s slowdown, on 2 loaded cores): theirs count as the slowdown's as well.
+    episode = [a for a in alerts if a["state"] == "firing" and a["t"] <= end + FIRE_AFTER]
+    assert all(a["t"] > INJECT_AT for a in episode), "fired after the injection"
+    firing = [a for a in episode if a["action"] == "query"]
     assert firing, result.stdout
-    # The other actions share the demo's process (its event loop and the GIL) with the slowed
-    # one: while query is slowed they can really get slower too (seen here: tool_call's p50
-    # +18 % at 16 s of a 10-19 s slowdown, on 2 loaded cores). So an alert on another action is
-    # honest only while the slowdown lasts: it must fire after the slowdown began and be resolved
-    # by the end. (The steady run below must raise none at all.)
-    others = [a for a in alerts if a["action"] != "query"]
-    assert all(a["t"] > INJECT_AT for a in others if a["state"] == "firing"), others
-    assert {(a["action"], a["quantile"]) for a in others if a["state"] == "firing"} == {
-        (a["action"], a["quantile"]) for a in others if a["state"] == "resolved"
-    }, others
-    assert "query" in {a["action"] for a in firing}, "the slowed action alerts"
     assert summary["baselines_learned_at_s"] < INJECT_AT
-    assert all(INJECT_AT < a["t"] < INJECT_AT + INJECT_FOR + 3 for a in firing), "fired after the injection"
-    assert {(a["alertname"], a["quantile"]) for a in resolved} == {
-        (a["alertname"], a["quantile"]) for a in firing
-    }
-    assert all(a["t"] > INJECT_AT + INJECT_FOR for a in resolved), "resolved after the removal"
+    # Every one of them resolves before the end of the run; query's once the slowdown is over.
+    for alert in episode:
+        later = [a for a in alerts if a["t"] > alert["t"] and a["alertname"] == alert["alertname"]
+                 and (a["action"], a["quantile"]) == (alert["action"], alert["quantile"])]  # fmt: skip
+        assert later and later[0]["state"] == "resolved", (alert, alerts)
+        assert later[0]["t"] > end or alert["action"] != "query", (alert, alerts)
+    # On a shared machine the host itself can slow down for a few seconds after that (seen:
+    # query and tool_call p50 +16 % together at 41 s, 15 s after a slowdown ended), which the
+    # demo's 3 s window and 1.2 s `for` catch. Such an alert is not the slowdown's, and the
+    # outcome must say so rather than count it as the injected one.
+    after = [a for a in alerts if a["state"] == "firing" and a["t"] > end + FIRE_AFTER]
+    assert bool(after) == any("fired after the slowdown was over" in line for line in summary["outcome"])
     # The terminal showed the alert with its confidence interval; the plain (non-TTY) lines ran.
     assert "FIRING NethicalLatencyRegression action=query" in result.stdout
     assert "99% interval" in result.stdout and "alert=firing" in result.stdout
@@ -62,18 +67,22 @@ def test_injected_regression_fires_after_injection_and_resolves_after_removal(tm
         "![latency](latency.png)" in markdown and "| firing | NethicalLatencyRegression | query |" in markdown
     )
     assert f"Wrote {out / 'latency.png'} and {out / 'summary.md'}" in result.stdout
-    # The plan fits the window: no warning at the start, and the end says it all resolved.
+    # The plan fits the window: no warning at the start, and the end says the slowdown's
+    # alerts all resolved (only one of the machine's own may still fire).
     assert "Warning:" not in result.stdout
-    assert summary["plan_warnings"] == [] and summary["still_firing"] == []
-    fired = sum(a["state"] == "firing" for a in alerts)  # the outcome counts every action's
+    assert summary["plan_warnings"] == []
+    assert all(a in after for a in summary["still_firing"]), summary["still_firing"]
+    fired, unresolved = sum(a["state"] == "firing" for a in alerts), len(summary["still_firing"])
     assert summary["outcome"][0] == (
-        f"{fired} alerts fired, all resolved before the end."
+        f"{fired} alerts fired, {fired - unresolved} resolved before the end."
+        if unresolved
+        else f"{fired} alerts fired, all resolved before the end."
         if fired > 1
         else "1 alert fired and resolved before the end."
     )
     # The slowdown went into query's policy_store.fetch: the alert, the outcome, summary.md say so.
     assert "mostly in policy_store.fetch" in result.stdout
-    [where] = summary["outcome"][1:]
+    [where] = [line for line in summary["outcome"] if " put the slowdown in " in line]
     assert "alert on query put the slowdown in policy_store.fetch: policy_store.fetch +" in where
     assert any(a["substep"] == "policy_store.fetch" for a in firing)
     assert f"- {where}" in markdown

@@ -135,6 +135,26 @@ def test_an_alert_still_firing_at_exit_is_named_with_when_it_would_resolve() -> 
     assert both[1].startswith("The alerts on query (p50, p95) were still firing at exit")
 
 
+def test_an_alert_that_fires_after_the_slowdown_is_over_is_not_called_the_injected_one() -> None:
+    plan = default_plan(120)  # slowdown 60..96 s; at --window 10 one pending on it fires by 96 + 16 s
+    episode = [event(72, "firing"), event(106, "resolved")]
+    late = [event(111, "firing", "0.95"), event(113, "firing", "0.99")]  # by 112 s: still the slowdown's
+    lines = outcome(timeline(plan, [*episode, *late]), plan)
+    assert lines == [
+        "3 alerts fired, 1 resolved before the end.",
+        "1 alert on query (p99) fired after the slowdown was over (from 113 s): not the injected "
+        "slowdown but this machine's own (another process, a busy CPU), which the demo's short "
+        "window and `for` catch.",
+        "The alerts on query (p95, p99) were still firing at exit (resolves a few steps after the "
+        "slowdown ends; try a longer --duration).",
+    ]
+    # Only the machine's own still firing: no advice to run longer, that would not change it.
+    only_late = [*episode, event(113, "firing", "0.99")]
+    assert (
+        outcome(timeline(plan, only_late), plan)[-1] == "The alert on query (p99) was still firing at exit."
+    )
+
+
 def test_the_plain_outcomes_agree_in_number() -> None:
     plan = default_plan(120)
     one = [event(72, "firing"), event(106, "resolved")]
