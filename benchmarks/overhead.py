@@ -17,13 +17,28 @@ Spans go through a BatchSpanProcessor to an exporter that discards them, so expo
 is on the background thread as in production. Rounds interleave the variants; each figure
 is the median over rounds of (ns per call - bare ns per call).
 
+``--instructions`` counts CPU instructions instead, with valgrind's callgrind: each variant
+runs in a process of its own twice (``--calls`` and 6x ``--calls`` calls, hash seed fixed),
+and the difference divided by the extra calls is its instructions per call. The count hardly
+depends on what else the machine is doing (runs differ by 2-3 %, the background threads'
+wake-ups), so a change of a few per cent shows where the timings' spread (+-20 % on a shared
+machine) hides it; it weighs all instructions alike, so read it beside the timings, not
+instead of them. ``--only`` picks variants by name, e.g. to measure an older tree
+(``PYTHONPATH=old-tree``) that lacks the newer ones.
+
     python benchmarks/overhead.py [--calls 20000] [--rounds 7]
+    python benchmarks/overhead.py --instructions [--calls 2000] [--only bare,ours/metrics]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 
 import prometheus_client
@@ -128,36 +143,109 @@ VARIANTS = {
 }
 
 
+RATIOS = (  # (numerator, denominator, target)
+    ("ours/on", "snippet/on", 1.0),
+    ("ours/10%", "snippet/10%", 0.5),
+    ("ours/metrics", "prom observe", 2.0),
+    ("ours/sub-step", "prom observe", 2.0),
+)
+
+
+def timed(names: list[str], calls: int, rounds: int) -> dict[str, float]:
+    """ns per call above the bare call: the median over interleaved rounds."""
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            call, close = VARIANTS[name]()
+            per_call_ns(call, calls // 10)  # warm up
+            samples[name].append(per_call_ns(call, calls))
+            close()
+    bare = statistics.median(samples["bare"])
+    print(f"per-call overhead, median of {rounds} rounds x {calls} calls (bare call {bare:.0f} ns)")
+    overhead = {}
+    for name in names[1:]:
+        overhead[name] = statistics.median(samples[name]) - bare
+        spread = statistics.pstdev(samples[name]) if len(samples[name]) > 1 else 0.0
+        print(f"  {name:<16} {overhead[name]:>9.0f} ns   (±{spread:.0f})")
+    return overhead
+
+
+def run_one(name: str, calls: int) -> None:
+    """The child of --instructions: one variant, warmed up, then ``calls`` calls."""
+    call, close = VARIANTS[name]()
+    per_call_ns(call, 500)
+    per_call_ns(call, calls)
+    close()
+
+
+def instructions(names: list[str], calls: int) -> dict[str, float]:
+    """Instructions per call above the bare call, from two callgrind runs per variant."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        sys.exit("overhead.py: --instructions needs valgrind on PATH (Debian: apt-get install valgrind)")
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+
+    def count(name: str, n: int) -> int:
+        done = subprocess.run(
+            [
+                valgrind,
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                __file__,
+                "--run-one",
+                name,
+                "--calls",
+                str(n),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if done.returncode != 0 or found is None:
+            sys.exit(f"overhead.py: callgrind run of {name} failed: {done.stderr.strip().splitlines()[-1:]}")
+        return int(found.group(1))
+
+    per_call = {}
+    for name in names:
+        per_call[name] = (count(name, 6 * calls) - count(name, calls)) / (5 * calls)
+        print(f"  counted {name}", file=sys.stderr)
+    bare = per_call["bare"]
+    runs = f"callgrind, {calls} vs {6 * calls} calls"
+    print(f"per-call overhead in instructions ({runs}; bare call {bare:.0f})")
+    overhead = {name: per_call[name] - bare for name in names[1:]}
+    for name, n in overhead.items():
+        print(f"  {name:<16} {n:>9.0f} instructions")
+    return overhead
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=20_000, help="calls per variant per round")
+    parser.add_argument("--calls", type=int, help="calls per variant per round (20000; --instructions: 2000)")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind")
+    parser.add_argument("--only", help="comma-separated variants (bare is always measured)")
+    parser.add_argument("--run-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for _ in range(args.rounds):
-        for name, make in VARIANTS.items():
-            call, close = make()
-            per_call_ns(call, args.calls // 10)  # warm up
-            samples[name].append(per_call_ns(call, args.calls))
-            close()
-
-    bare = statistics.median(samples["bare"])
-    overhead = {name: statistics.median(s) - bare for name, s in samples.items() if name != "bare"}
-    print(f"per-call overhead, median of {args.rounds} rounds x {args.calls} calls (bare call {bare:.0f} ns)")
-    for name, ns in overhead.items():
-        spread = statistics.pstdev(samples[name]) if len(samples[name]) > 1 else 0.0
-        print(f"  {name:<14} {ns:>9.0f} ns   (±{spread:.0f})")
+    if args.run_one:
+        run_one(args.run_one, args.calls)
+        return
+    names = list(VARIANTS) if not args.only else ["bare", *(n for n in args.only.split(",") if n != "bare")]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    if args.instructions:
+        overhead = instructions(names, args.calls or 2_000)
+    else:
+        overhead = timed(names, args.calls or 20_000, args.rounds)
     print("ratios (target):")
-    rows = [
-        ("ours/on / snippet/on", overhead["ours/on"] / overhead["snippet/on"], 1.0),
-        ("ours/10% / snippet/10%", overhead["ours/10%"] / overhead["snippet/10%"], 0.5),
-        ("ours/metrics / prom observe", overhead["ours/metrics"] / overhead["prom observe"], 2.0),
-        ("ours/sub-step / prom observe", overhead["ours/sub-step"] / overhead["prom observe"], 2.0),
-    ]
-    for label, ratio, target in rows:
-        verdict = "ok" if ratio <= target else "MISSED"
-        print(f"  {label:<28} {ratio:5.2f}x   (<= {target:.1f}x) {verdict}")
+    for num, den, target in RATIOS:
+        if num in overhead and den in overhead:
+            ratio = overhead[num] / overhead[den]
+            verdict = "ok" if ratio <= target else "MISSED"
+            print(f"  {num + ' / ' + den:<28} {ratio:5.2f}x   (<= {target:.1f}x) {verdict}")
 
 
 if __name__ == "__main__":
