@@ -224,13 +224,13 @@ def instructions(names: list[str], calls: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, help="calls per variant per round (20000; --instructions: 2000)")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (not with --instructions)")
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind")
     parser.add_argument("--only", help="comma-separated variants (bare is always measured)")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_one:
-        run_one(args.run_one, args.calls)
+        run_one(args.run_one, args.calls or 2_000)
         return
     names = list(VARIANTS) if not args.only else ["bare", *(n for n in args.only.split(",") if n != "bare")]
     unknown = [n for n in names if n not in VARIANTS]
