@@ -160,11 +160,19 @@ def test_steady_run_sends_no_alert_for_50_windows(tmp_path, clean_env):
         telemetry = embedded(am.url, detector_window_s=1.0, detector_step_s=1.0, detector_for_s=5.0)
         service = IntegratedGovernance(seed=3, error_rate=0.0, latency_scale=0.3)
         verdicts: dict[int, list[str]] = {}
+
+        def conclusive() -> list[list[str]]:
+            return [v for v in verdicts.values() if v and "inconclusive" not in v]
+
         try:
             with SteadyLoad(service, rps=400, agents=4, actions=("query",), cohorts=("control",)):
                 wait_until(lambda: learned(telemetry), 30, "a learned baseline")
                 first = telemetry.detector.evaluations
-                while telemetry.detector.evaluations - first < 52:
+                # 50 judged windows. A window whose change the data cannot prove either way (a
+                # host stall beyond the threshold but not significant, too few calls) is
+                # inconclusive and pages no one either; up to 10 of those are waited out, and the
+                # no-page check below covers them too.
+                while len(conclusive()) < 50 and telemetry.detector.evaluations - first < 62:
                     reports = telemetry.detector.last_reports
                     verdicts[telemetry.detector.evaluations] = [
                         f.verdict for r in reports for f in r.findings
@@ -172,9 +180,9 @@ def test_steady_run_sends_no_alert_for_50_windows(tmp_path, clean_env):
                     time.sleep(0.2)
         finally:
             telemetry.shutdown()
-        conclusive = [v for v in verdicts.values() if v and "inconclusive" not in v]
-        assert len(conclusive) >= 50, f"only {len(conclusive)} windows had enough samples to judge"
-        odd = {step: v for step, v in verdicts.items() if v in conclusive and v != ["ok"] * len(v)}
+        judged = conclusive()
+        assert len(judged) >= 50, f"only {len(judged)} windows had enough samples to judge"
+        odd = {step: v for step, v in verdicts.items() if v in judged and v != ["ok"] * len(v)}
         assert len(odd) <= 5, f"at most a tenth of the windows may look regressed: {odd}"
         assert received(am.url, "firing") == 0 and not active_alerts(am.url)
 
