@@ -3,7 +3,7 @@
 While ``load`` drives an in-process target, every ``@instrument``ed call and ``action()``
 block of the target records into a metrics-only pipeline (no spans, no exporter, no
 ``/metrics``: about a microsecond per call, the same on both sides of a comparison), or into
-the target's own pipeline when it called ``nethical_otel.setup()`` itself. The calls made
+the target's own pipeline when it called ``nethical_otel.setup()`` itself. The calls that end
 after the warm-up are kept in the run's sidecar (``details["substeps"]``): per parent action,
 its calls and time, and the histogram of each of its sub-steps (calls nested in it).
 

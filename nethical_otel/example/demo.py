@@ -508,14 +508,19 @@ def _on_actions(events: Sequence[AlertEvent]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def after_slowdown(timeline: Timeline, plan: DemoPlan) -> list[AlertEvent]:
-    """The alerts that began to fire too late to be the injected slowdown's: once the
-    slowdown has left the window, an alert pending on it fires ``for`` later at the latest."""
+def outside_slowdown(timeline: Timeline, plan: DemoPlan) -> tuple[list[AlertEvent], list[AlertEvent]]:
+    """The alerts that began to fire too early or too late to be the injected slowdown's:
+    before it began, or after it had left the window (an alert pending on it fires ``for``
+    later at the latest). Both are the machine's own, which a short window catches."""
     inject, timing = plan.inject, timeline.timing
-    if inject is None or inject.end_s is None or timing is None:
-        return []
+    if inject is None or timing is None:
+        return [], []
+    fired = [e for e in timeline.alerts if e.state == "firing"]
+    before = [e for e in fired if e.t <= inject.at_s]
+    if inject.end_s is None:
+        return before, []
     limit = inject.end_s + timing.fire_after_s
-    return [e for e in timeline.alerts if e.state == "firing" and e.t > limit]
+    return before, [e for e in fired if e.t > limit]
 
 
 def outcome(timeline: Timeline, plan: DemoPlan) -> list[str]:
@@ -550,13 +555,17 @@ def outcome(timeline: Timeline, plan: DemoPlan) -> list[str]:
     elif fired > len(firing):
         head += f", {fired - len(firing)} resolved before the end"
     lines.append(head + ".")
-    after = after_slowdown(timeline, plan)
-    if after:
-        lines.append(
-            f"{plural(len(after), 'alert')} on {_on_actions(after)} fired after the slowdown was over "
-            f"(from {after[0].t:.0f} s): not the injected slowdown but this machine's own (another "
-            "process, a busy CPU), which the demo's short window and `for` catch."
-        )
+    before, after = outside_slowdown(timeline, plan)
+    for events, when in (
+        (before, f"before the slowdown began (from {before[0].t:.0f} s)" if before else ""),
+        (after, f"after the slowdown was over (from {after[0].t:.0f} s)" if after else ""),
+    ):
+        if events:
+            lines.append(
+                f"{plural(len(events), 'alert')} on {_on_actions(events)} fired {when}: not the "
+                "injected slowdown but this machine's own (another process, a busy CPU), which the "
+                "demo's short window and `for` catch."
+            )
     named = [e for e in timeline.alerts if e.state == "firing" and e.substep]
     if named:
         first = named[0]
@@ -567,7 +576,7 @@ def outcome(timeline: Timeline, plan: DemoPlan) -> list[str]:
         subject = "the alert on" if len(firing) == 1 else "the alerts on"
         verb = "was" if len(firing) == 1 else "were"
         text = f"{subject} {_on_actions(firing)} {verb} still firing at exit"
-        injected = any(e not in after for e in firing)  # not only alerts of the machine's own
+        injected = any(e not in before and e not in after for e in firing)  # not only the machine's own
         if (
             inject is not None
             and inject.end_s is not None

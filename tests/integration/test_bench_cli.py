@@ -420,14 +420,17 @@ class Slowed(IntegratedGovernance):
 
 def test_compare_names_the_slowed_sub_step_of_an_instrumented_target(tmp_path: Path) -> None:
     (tmp_path / "slowed_mod.py").write_text(SUBSTEP_TARGET)
-    load = ("load", "--target", "slowed_mod:Slowed.process_action", "--rps", "150", "--duration", "3", "-q")
+    load = ("load", "--target", "slowed_mod:Slowed.process_action", "--rps", "150", "--duration", "3",
+            "--warmup", "1", "-q")  # fmt: skip
     base = run(tmp_path, *load, "-o", "base.csv", env=_env(FETCH_SLOWDOWN="1"))
     pr = run(tmp_path, *load, "-o", "pr.csv", env=_env(FETCH_SLOWDOWN="2", TARGET_SEED="2"))
     assert base.returncode == 0 and pr.returncode == 0, base.stderr + pr.stderr
     steps = read_run(tmp_path / "pr.csv").details["substeps"]["steps"]
     assert {s["action"] for s in steps} == {"policy_store.fetch", "policy.check", "risk.model"}
     model_calls = sum(s["histogram"]["count"] for s in steps if s["action"] == "risk.model")
-    assert model_calls == 450, "the measured calls, the warm-up left out"
+    # The 450 measured calls, not the warm-up's 150. The boundary is a moment, not a call: a
+    # call in flight when the warm-up ends counts on the side it ends on (seen: 452).
+    assert abs(model_calls - 450) <= 5, "the measured calls, the warm-up left out"
 
     result = run(tmp_path, "compare", "base.csv", "pr.csv")
     assert result.returncode == 0, result.stderr

@@ -38,8 +38,7 @@ def test_injected_regression_fires_after_injection_and_resolves_after_removal(tm
     # Other actions share the demo's process (its event loop and the GIL) with the slowed one,
     # so while query is slowed they can really get slower too (seen: tool_call's p50 +18 % at
     # 16 s of a 10-19 s slowdown, on 2 loaded cores): theirs count as the slowdown's as well.
-    episode = [a for a in alerts if a["state"] == "firing" and a["t"] <= end + FIRE_AFTER]
-    assert all(a["t"] > INJECT_AT for a in episode), "fired after the injection"
+    episode = [a for a in alerts if a["state"] == "firing" and INJECT_AT < a["t"] <= end + FIRE_AFTER]
     firing = [a for a in episode if a["action"] == "query"]
     assert firing, result.stdout
     assert summary["baselines_learned_at_s"] < INJECT_AT
@@ -49,12 +48,16 @@ def test_injected_regression_fires_after_injection_and_resolves_after_removal(tm
                  and (a["action"], a["quantile"]) == (alert["action"], alert["quantile"])]  # fmt: skip
         assert later and later[0]["state"] == "resolved", (alert, alerts)
         assert later[0]["t"] > end or alert["action"] != "query", (alert, alerts)
-    # On a shared machine the host itself can slow down for a few seconds after that (seen:
-    # query and tool_call p50 +16 % together at 41 s, 15 s after a slowdown ended), which the
-    # demo's 3 s window and 1.2 s `for` catch. Such an alert is not the slowdown's, and the
-    # outcome must say so rather than count it as the injected one.
+    # On a shared machine the host itself can slow down for a few seconds before or after that
+    # (seen: query and tool_call p50 +16 % together at 41 s, 15 s after a slowdown ended; and
+    # alerts before it began, on a baseline a few windows old), which the demo's 3 s window and
+    # 1.2 s `for` catch. Such an alert is not the slowdown's, and the outcome must say so rather than count
+    # it as the injected one.
+    before = [a for a in alerts if a["state"] == "firing" and a["t"] <= INJECT_AT]
     after = [a for a in alerts if a["state"] == "firing" and a["t"] > end + FIRE_AFTER]
-    assert bool(after) == any("fired after the slowdown was over" in line for line in summary["outcome"])
+    named = (before, "fired before the slowdown began"), (after, "fired after the slowdown was over")
+    for events, said in named:
+        assert bool(events) == any(said in line for line in summary["outcome"]), (said, alerts)
     # The terminal showed the alert with its confidence interval; the plain (non-TTY) lines ran.
     assert "FIRING NethicalLatencyRegression action=query" in result.stdout
     assert "99% interval" in result.stdout and "alert=firing" in result.stdout
