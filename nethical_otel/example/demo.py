@@ -556,15 +556,12 @@ def outcome(timeline: Timeline, plan: DemoPlan) -> list[str]:
         head += f", {fired - len(firing)} resolved before the end"
     lines.append(head + ".")
     before, after = outside_slowdown(timeline, plan)
-    for events, when in (
-        (before, f"before the slowdown began (from {before[0].t:.0f} s)" if before else ""),
-        (after, f"after the slowdown was over (from {after[0].t:.0f} s)" if after else ""),
-    ):
+    for events, when in ((before, "before the slowdown began"), (after, "after the slowdown was over")):
         if events:
             lines.append(
-                f"{plural(len(events), 'alert')} on {_on_actions(events)} fired {when}: not the "
-                "injected slowdown but this machine's own (another process, a busy CPU), which the "
-                "demo's short window and `for` catch."
+                f"{plural(len(events), 'alert')} on {_on_actions(events)} fired {when} (from "
+                f"{events[0].t:.0f} s): not the injected slowdown but this machine's own (another "
+                "process, a busy CPU), which the demo's short window and `for` catch."
             )
     named = [e for e in timeline.alerts if e.state == "firing" and e.substep]
     if named:
